@@ -1,0 +1,168 @@
+"""Uploaded bytes -> an 8-bit grayscale image in its displayed orientation, within limits.
+
+Grayscale is what training feeds the network: the plain mean of R, G and B,
+rounded (``training/dataset.py::to_gray``, reproduced bit for bit by a lookup
+table). Alpha is ignored, palettes and CMYK are converted to RGB, 16-bit and
+32-bit integer images are scaled from 0..65535 to 0..255, and the EXIF
+orientation is applied so that pixels (and landmarks) are those of the image
+as displayed. Only a fixed set of formats is opened at all.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import ExifTags, Image, UnidentifiedImageError
+
+from service.errors import (
+    CorruptImage,
+    EmptyImage,
+    ImageTooLarge,
+    NotAnImage,
+    TooManyPixels,
+    UnsupportedImage,
+)
+
+log = logging.getLogger(__name__)
+
+GrayImage = npt.NDArray[np.uint8]
+
+# MPO is how Pillow names the JPEG files of many phone cameras.
+ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
+_ORIENTATION_TAG = int(ExifTags.Base.Orientation)
+
+
+def _gray_lookup() -> GrayImage:
+    """gray[r + g + b]: training's float32 ``mean(r, g, b) + 0.5``, clipped and truncated."""
+    sums = np.arange(3 * 255 + 1)
+    rgb = np.stack([np.clip(sums - 255 * k, 0, 255) for k in range(3)], axis=-1)  # (766, 3)
+    return np.asarray(np.clip(rgb.astype(np.float32).mean(axis=-1) + 0.5, 0, 255), dtype=np.uint8)
+
+
+_GRAY_OF_SUM = _gray_lookup()
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int
+    max_pixels: int
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded upload: grayscale pixels (H, W) as displayed, and what it was."""
+
+    gray: GrayImage
+    format: str  # as Pillow names it, e.g. "JPEG"
+    mode: str  # Pillow mode of the file, e.g. "RGB", "I;16"
+    orientation: int  # EXIF orientation applied (1 = none)
+
+    @property
+    def width(self) -> int:
+        return int(self.gray.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.gray.shape[0])
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
+    """Decode an upload; raises a ``ServiceError`` saying what is wrong with it."""
+    if not data:
+        raise EmptyImage("the image is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(
+            f"the image is {len(data)} bytes; the limit is {limits.max_bytes} bytes"
+        )
+    try:
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError:
+        raise NotAnImage(
+            f"the upload ({len(data)} bytes) is not an image in an accepted format "
+            f"({', '.join(ACCEPTED_FORMATS)})"
+        ) from None
+    except Image.DecompressionBombError as e:
+        raise TooManyPixels(f"the image has too many pixels: {e}") from None
+    except Exception as e:  # decoders of untrusted data raise many types
+        raise CorruptImage(f"the image header cannot be read: {e}") from None
+    with image:
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise CorruptImage(f"the image has no pixels ({width} x {height})")
+        if width * height > limits.max_pixels:
+            raise TooManyPixels(
+                f"the image is {width} x {height} = {width * height} pixels; the limit is "
+                f"{limits.max_pixels} pixels"
+            )
+        try:
+            image.load()
+            orientation = _orientation(image)
+            gray = to_gray(image)
+        except (UnsupportedImage, TooManyPixels):
+            raise
+        except Exception as e:
+            raise CorruptImage(f"the {image.format} image is truncated or corrupt: {e}") from None
+        return DecodedImage(
+            gray=orient(gray, orientation),
+            format=str(image.format),
+            mode=image.mode,
+            orientation=orientation,
+        )
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1..8) of an image; 1 when absent, unreadable or out of range."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # a broken EXIF block must not make a good image unusable
+        log.debug("unreadable EXIF block ignored", exc_info=True)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def orient(pixels: GrayImage, orientation: int) -> GrayImage:
+    """Pixels as displayed for an EXIF orientation (what ``ImageOps.exif_transpose`` does)."""
+    views = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],  # mirrored left-right
+        3: lambda a: a[::-1, ::-1],  # rotated 180
+        4: lambda a: a[::-1, :],  # mirrored top-bottom
+        5: lambda a: a.T,  # transposed
+        6: lambda a: np.rot90(a, k=-1),  # display rotates 90 clockwise
+        7: lambda a: a[::-1, ::-1].T,  # transversed
+        8: lambda a: np.rot90(a, k=1),  # display rotates 90 counter-clockwise
+    }
+    return np.ascontiguousarray(views[orientation](pixels))
+
+
+def to_gray(image: Image.Image) -> GrayImage:
+    """8-bit grayscale (H, W) of a loaded Pillow image of any supported mode."""
+    mode = image.mode
+    if mode == "L":
+        return np.array(image, dtype=np.uint8)
+    if mode in ("LA", "La"):
+        return np.array(image.getchannel(0), dtype=np.uint8)
+    if mode == "1":
+        return np.array(image.convert("L"), dtype=np.uint8)
+    if mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N, I (32-bit): 16-bit range
+        values = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        return np.asarray((values * 255 + 32767) // 65535, dtype=np.uint8)
+    if mode == "F":
+        raise UnsupportedImage(
+            "32-bit floating point images (mode F) have no agreed brightness range; send an 8- or "
+            "16-bit image"
+        )
+    if mode in ("RGB", "RGBA", "RGBa", "RGBX"):
+        rgb = np.asarray(image, dtype=np.uint8)
+    else:  # P, PA, CMYK, YCbCr, HSV, LAB, ...
+        try:
+            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        except ValueError as e:
+            raise UnsupportedImage(f"images of mode {mode} cannot be converted to RGB: {e}") from None
+    channels = rgb[..., :3].astype(np.uint16)
+    return np.asarray(_GRAY_OF_SUM[channels.sum(axis=-1, dtype=np.uint16)], dtype=np.uint8)

@@ -1,0 +1,36 @@
+"""Shared fixtures: where the 300-W data is, a realistic mean shape, a tiny exported DAN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = REPO.parent / "shared" / "data" / "300w"
+RELEASED_MODEL = REPO / "model" / "dan-300w.onnx"
+
+
+def require_data() -> Path:
+    if not (DATA_ROOT / "boxes.csv").is_file():
+        pytest.skip(
+            f"300-W data not found at {DATA_ROOT} (expected ../shared/data/300w beside the repo)"
+        )
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return require_data()
+
+
+@pytest.fixture(scope="session")
+def mean_shape() -> np.ndarray:
+    """A canonical mean shape from the first training shapes (or a synthetic face if no data)."""
+    from training.dataset import load_subset, read_box_csv
+    from training.mean_shape import canonical_mean_shape
+
+    root = require_data()
+    samples = load_subset(root, "afw", read_box_csv(root / "boxes.csv"))[:50]
+    return canonical_mean_shape(np.stack([s.landmarks for s in samples]))
