@@ -20,6 +20,8 @@ ENV_PREFIX = "DAN_"
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "model" / "dan-300w.onnx"
 
 Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
+DetectorName = Literal["centerface", "none"]
+DetectorInit = Literal["box", "keypoints"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
 # Default largest batch per kind of device: a 2-core CPU gains nothing beyond a few faces per
@@ -35,26 +37,28 @@ class Settings(BaseSettings):
 
     # The model.
     model_path: Path = Field(
-        DEFAULT_MODEL_PATH,
+        default=DEFAULT_MODEL_PATH,
         description="ONNX file written by training.export (default: the bundled model/dan-300w.onnx)",
     )
     # Execution.
     provider: Provider = Field(
-        "auto",
+        default="auto",
         description=(
             "auto: CUDA when onnxruntime offers it, else CPU; cpu; cuda (fail if absent); "
             "tensorrt (TensorRT, CUDA for what it cannot run)"
         ),
     )
-    cpu_threads: int = Field(0, ge=0, le=256, description="CPU provider threads; 0 = all cores")
-    cuda_device_id: int = Field(0, ge=0, le=63, description="GPU used by cuda / tensorrt")
-    gpu_fp16: bool = Field(False, description="fp16 kernels; needs provider tensorrt")
+    cpu_threads: int = Field(
+        default=0, ge=0, le=256, description="CPU provider threads; 0 = all cores"
+    )
+    cuda_device_id: int = Field(default=0, ge=0, le=63, description="GPU used by cuda / tensorrt")
+    gpu_fp16: bool = Field(default=False, description="fp16 kernels; needs provider tensorrt")
     io_binding: bool | None = Field(
-        None, description="bind inputs and outputs to device buffers; default: on for GPUs"
+        default=None, description="bind inputs and outputs to device buffers; default: on for GPUs"
     )
     # The batching queue.
     max_batch_size: int | None = Field(
-        None,
+        default=None,
         ge=1,
         le=1024,
         description=(
@@ -63,43 +67,88 @@ class Settings(BaseSettings):
         ),
     )
     max_wait_ms: float = Field(
-        2.0, ge=0.0, le=1000.0, description="longest a face waits for others to fill its batch"
+        default=2.0,
+        ge=0.0,
+        le=1000.0,
+        description="longest a face waits for others to fill its batch",
     )
     max_queue_size: int = Field(
-        64, ge=1, le=100_000, description="faces waiting for inference; beyond it: 503"
+        default=64, ge=1, le=100_000, description="faces waiting for inference; beyond it: 503"
     )
     max_pending_requests: int = Field(
-        128, ge=1, le=100_000, description="/align requests in progress; beyond it: 503"
+        default=128, ge=1, le=100_000, description="/align requests in progress; beyond it: 503"
     )
     request_deadline_ms: float = Field(
-        10_000.0, gt=0.0, le=600_000.0, description="a request not answered by then gets 504"
+        default=10_000.0,
+        gt=0.0,
+        le=600_000.0,
+        description="a request not answered by then gets 504 (503 at once if the queue "
+        "already holds more work than that)",
     )
-    retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After of 503 answers")
+    retry_after_s: int = Field(default=1, ge=1, le=3600, description="Retry-After of 503 answers")
     # Uploads.
     max_image_bytes: int = Field(
-        10 * 1024 * 1024, ge=1024, le=1024**3, description="largest encoded image (413 beyond)"
+        default=10 * 1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description="largest encoded image (413 beyond)",
     )
     max_image_pixels: int = Field(
-        40_000_000, ge=64, le=150_000_000, description="largest width x height (413 beyond)"
+        default=40_000_000, ge=64, le=150_000_000, description="largest width x height (413 beyond)"
     )
     max_faces: int = Field(
-        32, ge=1, le=10_000, description="most boxes in one request (422 beyond)"
+        default=32,
+        ge=1,
+        le=10_000,
+        description="most boxes in one request (422 beyond); most detected faces kept per image "
+        "(the best scores)",
     )
     decode_threads: int = Field(
-        2, ge=1, le=256, description="threads that decode and crop images"
+        default=2, ge=1, le=256, description="threads that decode and crop images"
+    )
+    # Face detection (requests without boxes).
+    detector: DetectorName = Field(
+        default="centerface",
+        description="face detector for requests without boxes: centerface; none = the paper's "
+        "box-less procedure (one centred face)",
+    )
+    detector_threshold: float = Field(
+        default=0.5, gt=0.0, lt=1.0, description="least detector score of a face"
+    )
+    detector_min_face: float = Field(
+        default=20.0,
+        ge=1.0,
+        le=100_000.0,
+        description="smallest detected face kept: its box's shorter side in image pixels",
+    )
+    detector_max_side: int = Field(
+        default=640,
+        ge=32,
+        le=8192,
+        description="images are shrunk so that their longer side is at most this many pixels "
+        "before detection (faces under about 1/40 of it are missed)",
+    )
+    detector_init: DetectorInit = Field(
+        default="box",
+        description="box: crop from the detector's box mapped to the model's box convention; "
+        "keypoints: crop from the detector's eye, nose and mouth points",
     )
     # Start-up and shutdown.
     warmup_runs: int = Field(
-        2, ge=1, le=100_000, description="full-batch runs before the service reports ready"
+        default=2, ge=1, le=100_000, description="full-batch runs before the service reports ready"
     )
-    shutdown_timeout_s: float = Field(
-        30.0, ge=0.0, le=3600.0, description="longest wait for requests in flight on SIGTERM"
+    shutdown_timeout_s: int = Field(
+        default=30, ge=0, le=3600, description="longest wait for requests in flight on SIGTERM"
     )
     # HTTP server.
-    host: str = Field("127.0.0.1", min_length=1, description="address to listen on")
-    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on")
-    log_level: LogLevel = Field("info", description="critical, error, warning, info or debug")
-    access_log: bool = Field(False, description="one log line per request (uvicorn access log)")
+    host: str = Field(default="127.0.0.1", min_length=1, description="address to listen on")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on")
+    log_level: LogLevel = Field(
+        default="info", description="critical, error, warning, info or debug"
+    )
+    access_log: bool = Field(
+        default=False, description="one log line per request (uvicorn access log)"
+    )
 
     @field_validator("model_path")
     @classmethod
@@ -116,16 +165,18 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.max_faces > self.max_queue_size:
             raise ValueError(
-                f"max_faces ({self.max_faces}) must be at most max_queue_size "
+                f"DAN_MAX_FACES ({self.max_faces}) must be at most DAN_MAX_QUEUE_SIZE "
                 f"({self.max_queue_size}): a request with that many faces could never be queued"
             )
         if self.gpu_fp16 and self.provider != "tensorrt":
             raise ValueError(
-                f"gpu_fp16 needs provider 'tensorrt' (the CUDA provider runs the fp32 graph as "
-                f"it is), got provider {self.provider!r}"
+                "DAN_GPU_FP16 needs DAN_PROVIDER=tensorrt (the CUDA provider runs the fp32 graph "
+                f"as it is), got DAN_PROVIDER={self.provider}"
             )
         known = {ENV_PREFIX + name.upper() for name in type(self).model_fields}
-        unknown = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+        unknown = sorted(
+            k for k in os.environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known
+        )
         if unknown:
             raise ValueError(
                 f"unknown setting(s) {', '.join(unknown)} in the environment; known: "
@@ -151,6 +202,8 @@ def describe_errors(errors: Sequence[Mapping[str, Any]]) -> str:
         loc = error.get("loc") or ()
         name = ENV_PREFIX + str(loc[0]).upper() if loc else "settings"
         given = error.get("input")
-        shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
-        lines.append(f"{name}: {error.get('msg', 'invalid')}{shown}")
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        quiet = isinstance(given, dict) or given is None or str(given) in message
+        shown = "" if quiet else f" (got {given!r})"
+        lines.append(f"{name}: {message}{shown}")
     return "\n".join(lines)

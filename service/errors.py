@@ -23,6 +23,10 @@ class ProviderError(StartupError):
     """The execution provider asked for is not available."""
 
 
+class DetectorError(StartupError):
+    """The face detector's weights are not installed or cannot be loaded."""
+
+
 class ServiceError(Exception):
     """An error answered to the client; subclasses name the reason."""
 
@@ -34,68 +38,68 @@ class ServiceError(Exception):
 
 
 # 400: the upload is not a usable image or the body is not well-formed.
-class EmptyImage(ServiceError):
+class EmptyImageError(ServiceError):
     reason = "empty_image"
 
 
-class NotAnImage(ServiceError):
+class NotAnImageError(ServiceError):
     reason = "not_an_image"
 
 
-class CorruptImage(ServiceError):
+class CorruptImageError(ServiceError):
     reason = "corrupt_image"
 
 
-class MalformedBody(ServiceError):
+class MalformedBodyError(ServiceError):
     reason = "malformed_body"
 
 
 # 413: too big.
-class BodyTooLarge(ServiceError):
+class BodyTooLargeError(ServiceError):
     reason = "body_too_large"
 
 
-class ImageTooLarge(ServiceError):
+class ImageTooLargeError(ServiceError):
     reason = "image_too_large"
 
 
-class TooManyPixels(ServiceError):
+class TooManyPixelsError(ServiceError):
     reason = "too_many_pixels"
 
 
 # 415: a kind of content the service does not take.
-class UnsupportedMediaType(ServiceError):
+class UnsupportedMediaTypeError(ServiceError):
     reason = "unsupported_media_type"
 
 
-class UnsupportedImage(ServiceError):
+class UnsupportedImageError(ServiceError):
     reason = "unsupported_image"
 
 
 # 422: well-formed but invalid fields.
-class InvalidRequest(ServiceError):
+class InvalidRequestError(ServiceError):
     reason = "invalid_request"
 
 
-class InvalidBoxes(ServiceError):
+class InvalidBoxesError(ServiceError):
     reason = "invalid_boxes"
 
 
-class TooManyFaces(ServiceError):
+class TooManyFacesError(ServiceError):
     reason = "too_many_faces"
 
 
 # 404 / 405: routing (raised by the framework, answered in our format).
-class NotFound(ServiceError):
+class NotFoundError(ServiceError):
     reason = "not_found"
 
 
-class MethodNotAllowed(ServiceError):
+class MethodNotAllowedError(ServiceError):
     reason = "method_not_allowed"
 
 
 # 500: our side failed.
-class InferenceFailed(ServiceError):
+class InferenceFailedError(ServiceError):
     reason = "inference_failed"
 
 
@@ -104,49 +108,49 @@ class InternalError(ServiceError):
 
 
 # 503: try again later (answered with Retry-After).
-class QueueFull(ServiceError):
+class QueueFullError(ServiceError):
     reason = "queue_full"
 
 
-class Overloaded(ServiceError):
+class OverloadedError(ServiceError):
     reason = "overloaded"
 
 
-class NotReady(ServiceError):
+class NotReadyError(ServiceError):
     reason = "not_ready"
 
 
-class ShuttingDown(ServiceError):
+class ShuttingDownError(ServiceError):
     reason = "shutting_down"
 
 
 # 504: the request's deadline passed.
-class DeadlineExceeded(ServiceError):
+class DeadlineExceededError(ServiceError):
     reason = "deadline_exceeded"
 
 
 HTTP_STATUS: dict[type[ServiceError], int] = {
-    EmptyImage: 400,
-    NotAnImage: 400,
-    CorruptImage: 400,
-    MalformedBody: 400,
-    NotFound: 404,
-    MethodNotAllowed: 405,
-    BodyTooLarge: 413,
-    ImageTooLarge: 413,
-    TooManyPixels: 413,
-    UnsupportedMediaType: 415,
-    UnsupportedImage: 415,
-    InvalidRequest: 422,
-    InvalidBoxes: 422,
-    TooManyFaces: 422,
-    InferenceFailed: 500,
+    EmptyImageError: 400,
+    NotAnImageError: 400,
+    CorruptImageError: 400,
+    MalformedBodyError: 400,
+    NotFoundError: 404,
+    MethodNotAllowedError: 405,
+    BodyTooLargeError: 413,
+    ImageTooLargeError: 413,
+    TooManyPixelsError: 413,
+    UnsupportedMediaTypeError: 415,
+    UnsupportedImageError: 415,
+    InvalidRequestError: 422,
+    InvalidBoxesError: 422,
+    TooManyFacesError: 422,
+    InferenceFailedError: 500,
     InternalError: 500,
-    QueueFull: 503,
-    Overloaded: 503,
-    NotReady: 503,
-    ShuttingDown: 503,
-    DeadlineExceeded: 504,
+    QueueFullError: 503,
+    OverloadedError: 503,
+    NotReadyError: 503,
+    ShuttingDownError: 503,
+    DeadlineExceededError: 504,
 }
 
 # Answers with these statuses carry a Retry-After header.

@@ -8,7 +8,10 @@ a box re-fitted to a pass's landmarks. Three kinds of source exist:
   square box centred in the image with side 46% of the image height, then a
   second pass from the bounding box of the first pass's landmarks;
 - ``detector``: a face detector's boxes with scores and optional keypoints
-  (``DetectorBoxes`` over any ``FaceDetector``), one pass.
+  (``DetectorBoxes`` over any ``FaceDetector``), one pass. Faces come best
+  score first; each box is mapped to the model's box convention (the 300-W
+  detector boxes, ``service.detectors.calibration``) before the crop, or the
+  crop is fitted to the detector's eye, nose and mouth keypoints.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import numpy as np
 import numpy.typing as npt
 
 from model.geometry import bounding_box
-from service.errors import InvalidBoxes
+from service.detectors.calibration import BoxMapping
+from service.errors import InvalidBoxesError
 
 FloatArray = npt.NDArray[np.float64]
 GrayImage = npt.NDArray[np.uint8]
 BoxSource = Literal["request", "detector", "whole_image"]
+CropFrom = Literal["box", "keypoints"]
 
 # Kowalski et al. (2017), box-less images: side of the centred square box / image height.
 WHOLE_IMAGE_BOX_FRACTION = 0.46
@@ -42,6 +47,7 @@ class FaceProposal:
     source: BoxSource
     score: float | None = None  # detector confidence
     keypoints: FloatArray | None = None  # (K, 2) detector keypoints, detector-specific order
+    crop_from: CropFrom = "box"  # keypoints: fit the crop to the 5 keypoints, not the box
 
 
 class Initialiser(Protocol):
@@ -68,7 +74,7 @@ class Detection:
 
 
 class FaceDetector(Protocol):
-    """A face detector (issue 5 adds real ones)."""
+    """A face detector (``service.detectors``: CenterFace)."""
 
     def detect(self, image: GrayImage) -> list[Detection]:
         """Faces in a grayscale image (H, W), any order."""
@@ -120,20 +126,50 @@ class WholeImage:
 
 
 class DetectorBoxes:
-    """A face detector's boxes, best first, at most ``max_faces`` of at least ``min_score``."""
+    """A face detector's faces, best first: at most ``max_faces`` of at least ``min_score``.
 
-    def __init__(self, detector: FaceDetector, max_faces: int, min_score: float = 0.0) -> None:
+    Faces whose box is smaller than ``min_size`` px (shorter side, before the
+    mapping) are dropped. Each box is mapped by ``box_mapping`` to the model's
+    box convention; with ``crop_from="keypoints"`` the crop is fitted to the
+    detector's five keypoints instead, where the detector gives them.
+    """
+
+    def __init__(
+        self,
+        detector: FaceDetector,
+        max_faces: int,
+        min_score: float = 0.0,
+        min_size: float = 0.0,
+        box_mapping: BoxMapping | None = None,
+        crop_from: CropFrom = "box",
+    ) -> None:
         if max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
+        if min_size < 0:
+            raise ValueError(f"min_size must be >= 0, got {min_size}")
         self.detector = detector
         self.max_faces = max_faces
         self.min_score = min_score
+        self.min_size = min_size
+        self.box_mapping = box_mapping or BoxMapping()
+        self.crop_from: CropFrom = crop_from
 
     def propose(self, image: GrayImage) -> list[FaceProposal]:
-        found = [d for d in self.detector.detect(image) if d.score >= self.min_score]
+        found = [
+            d
+            for d in self.detector.detect(image)
+            if d.score >= self.min_score
+            and min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= self.min_size
+        ]
         found.sort(key=lambda d: d.score, reverse=True)
         return [
-            FaceProposal(np.asarray(d.box, dtype=np.float64), "detector", d.score, d.keypoints)
+            FaceProposal(
+                self.box_mapping.apply(np.asarray(d.box, dtype=np.float64)),
+                "detector",
+                d.score,
+                d.keypoints,
+                "keypoints" if self.crop_from == "keypoints" and d.keypoints is not None else "box",
+            )
             for d in found[: self.max_faces]
         ]
 
@@ -144,27 +180,27 @@ class DetectorBoxes:
 
 
 def check_box(index: int, box: Sequence[float], width: int, height: int) -> FloatArray:
-    """A requested box as an array, or ``InvalidBoxes`` saying what is wrong with it.
+    """A requested box as an array, or ``InvalidBoxesError`` saying what is wrong with it.
 
     A box must have positive size (at least 1 px a side, at most 4x the image's
     larger side) and overlap the image; it may extend past the image's edges.
     """
     values = np.asarray(box, dtype=np.float64)
     if values.shape != (4,) or not np.all(np.isfinite(values)):
-        raise InvalidBoxes(f"box {index}: expected 4 finite numbers, got {list(box)}")
+        raise InvalidBoxesError(f"box {index}: expected 4 finite numbers, got {list(box)}")
     x0, y0, x1, y1 = (float(v) for v in values)
     shown = f"box {index} [{x0:g}, {y0:g}, {x1:g}, {y1:g}]"
     if not (x1 - x0 >= MIN_BOX_SIDE and y1 - y0 >= MIN_BOX_SIDE):
-        raise InvalidBoxes(
+        raise InvalidBoxesError(
             f"{shown}: expected [x_min, y_min, x_max, y_max] with x_max - x_min and "
             f"y_max - y_min at least {MIN_BOX_SIDE:g} px"
         )
     limit = MAX_BOX_SIDE_FACTOR * max(width, height)
     if x1 - x0 > limit or y1 - y0 > limit:
-        raise InvalidBoxes(
+        raise InvalidBoxesError(
             f"{shown}: sides may be at most {MAX_BOX_SIDE_FACTOR:g} x the image's larger side "
             f"({limit:g} px for this {width} x {height} image)"
         )
     if x1 <= -0.5 or y1 <= -0.5 or x0 >= width - 0.5 or y0 >= height - 0.5:
-        raise InvalidBoxes(f"{shown} lies outside the {width} x {height} image")
+        raise InvalidBoxesError(f"{shown} lies outside the {width} x {height} image")
     return values

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): ``python -m bench.load`` measures the align service under load."""

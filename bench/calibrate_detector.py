@@ -1,0 +1,100 @@
+"""Fit CenterFace's box mapping to the model's box convention on the 300-W training images.
+
+    nice -n 19 python -m bench.calibrate_detector            # rewrites the constants module
+
+Runs the service's CenterFace (same input size) on the training images (afw,
+lfpw/trainset, helen/trainset), pairs each annotated face with the detection
+that overlaps its ``boxes.csv`` box most (IoU >= ``--min-iou``), fits
+``service.detectors.calibration.fit_box_mapping`` from the detector's boxes to
+those boxes, prints the fit's quality (IoU with the target before and after,
+residuals) and writes the numbers to ``service/detectors/centerface_calibration.py``
+(``--dry-run``: print only). The test images are not used.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from service.detectors.calibration import BoxMapping, box_iou, fit_box_mapping
+from service.detectors.centerface import DEFAULT_MAX_SIDE, CenterFace
+from training.dataset import SPLITS, load_subset, read_box_csv, read_gray
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = REPO.parent / "shared" / "data" / "300w"
+OUTPUT = REPO / "service" / "detectors" / "centerface_calibration.py"
+COMMAND = "python -m bench.calibrate_detector"
+
+
+def render(mapping: BoxMapping, pairs: int, faces: int, before: float, after: float) -> str:
+    return f'''"""CenterFace box -> 300-W detector box (the model's box convention): fitted numbers.
+
+Written by ``{COMMAND}``; do not edit by hand.
+Fitted on the 300-W training images (afw, lfpw/trainset, helen/trainset):
+{pairs} of {faces} annotated faces paired with a detection. Mean IoU with
+the ``boxes.csv`` box: {before:.3f} before the mapping, {after:.3f} after.
+"""
+
+from service.detectors.calibration import BoxMapping
+
+CENTERFACE_BOX_MAPPING = BoxMapping(
+    dx={mapping.dx:.6f},
+    dy={mapping.dy:.6f},
+    sw={mapping.sw:.6f},
+    sh={mapping.sh:.6f},
+)
+'''
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="the 300-W folder")
+    p.add_argument("--threshold", type=float, default=0.3, help="CenterFace score threshold")
+    p.add_argument("--min-iou", type=float, default=0.3, help="least IoU of a usable pair")
+    p.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
+    p.add_argument("--dry-run", action="store_true", help="print, do not write the module")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_args_parser().parse_args(argv)
+    boxes = read_box_csv(args.data_root / "boxes.csv")
+    samples = [s for sub in SPLITS["training"] for s in load_subset(args.data_root, sub, boxes)]
+    samples = [s for s in samples if s.detector_box is not None]
+    if args.limit:
+        samples = samples[: args.limit]
+    detector = CenterFace(threshold=args.threshold, max_side=DEFAULT_MAX_SIDE, threads=1)
+    detected, target = [], []
+    for sample in samples:
+        found = detector.detect(read_gray(sample.image_path))
+        if not found:
+            continue
+        box = sample.box("file")
+        iou = box_iou(box, np.array([d.box for d in found]))[0]
+        best = int(iou.argmax())
+        if iou[best] >= args.min_iou:
+            detected.append(found[best].box)
+            target.append(box)
+    d, t = np.array(detected), np.array(target)
+    mapping = fit_box_mapping(d, t)
+    before = float(np.diag(box_iou(d, t)).mean())
+    mapped = mapping.apply(d)
+    after = float(np.diag(box_iou(mapped, t)).mean())
+    size = np.stack([d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]] * 2, axis=1)
+    residual = np.abs(mapped - t) / size
+    print(f"{len(d)} of {len(samples)} training faces paired (IoU >= {args.min_iou})")
+    print(f"mapping: {mapping}")
+    print(f"mean IoU with boxes.csv: {before:.3f} -> {after:.3f}")
+    print(
+        "median |residual| / detector box size (x0, y0, x1, y1): "
+        + ", ".join(f"{v:.3f}" for v in np.median(residual, axis=0))
+    )
+    if not args.dry_run:
+        OUTPUT.write_text(render(mapping, len(d), len(samples), before, after))
+        print(f"wrote {OUTPUT.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

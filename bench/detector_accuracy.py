@@ -1,0 +1,179 @@
+"""Acceptance of face detection: landmarks through the running service without boxes vs boxes.csv.
+
+    nice -n 19 python -m bench.detector_accuracy --model model/dan-300w.onnx
+    nice -n 19 python -m bench.detector_accuracy --model model/dan-300w.onnx --detector-init keypoints
+
+1. Reference: the same ONNX model on the 554 common-test images (lfpw/testset,
+   helen/testset) from their ``boxes.csv`` boxes, cropped the way training
+   does (``training.evaluate.predict``): inter-ocular mean error.
+2. Starts ``python -m service`` with that model and the detector settings
+   (or uses ``--url``), POSTs every image without boxes and takes, for each
+   annotated face, the returned face whose box overlaps the ``boxes.csv`` box
+   most (IoU >= 0.5: found). Returned boxes are in the model's box convention.
+3. Prints recall, the inter-ocular mean error on the found faces (and the
+   reference's on the same faces), extra faces, detection time, and checks the
+   issue's targets: recall >= 98%; error <= reference + 0.2 points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from service.detectors.calibration import box_iou
+from training.dataset import SPLITS, load_subset, read_box_csv, read_gray
+from training.evaluate import OnnxModel, predict
+from training.metrics import normalised_errors
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = REPO.parent / "shared" / "data" / "300w"
+MIN_RECALL = 0.98
+MAX_EXTRA_ERROR = 0.2  # percentage points of inter-ocular error
+MATCH_IOU = 0.5
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_service(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DAN_")}
+    env.update(
+        {
+            "DAN_MODEL_PATH": str(args.model),
+            "DAN_PORT": str(port),
+            "DAN_CPU_THREADS": str(args.threads),
+            "DAN_DETECTOR": "centerface",
+            "DAN_DETECTOR_INIT": args.detector_init,
+            "DAN_LOG_LEVEL": "warning",
+        }
+    )
+    if args.threshold is not None:
+        env["DAN_DETECTOR_THRESHOLD"] = str(args.threshold)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=log, stderr=log
+        )
+    url = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise SystemExit(f"service exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"service not ready after 120 s:\n{log_path.read_text()}")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--model", type=Path, default=REPO / "model" / "dan-300w.onnx", help="ONNX model"
+    )
+    p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="the 300-W folder")
+    p.add_argument(
+        "--detector-init", choices=["box", "keypoints"], default="box", help="DAN_DETECTOR_INIT"
+    )
+    p.add_argument("--threshold", type=float, default=None, help="DAN_DETECTOR_THRESHOLD")
+    p.add_argument("--threads", type=int, default=1, help="DAN_CPU_THREADS and reference threads")
+    p.add_argument("--url", default=None, help="a running service instead of starting one")
+    p.add_argument("--limit", type=int, default=0, help="first N images only (0: all 554)")
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    boxes = read_box_csv(args.data_root / "boxes.csv")
+    samples = [s for sub in SPLITS["common"] for s in load_subset(args.data_root, sub, boxes)]
+    samples = [s for s in samples if s.detector_box is not None]
+    if args.limit:
+        samples = samples[: args.limit]
+    target = np.stack([s.landmarks for s in samples])
+
+    model = OnnxModel.load(args.model, args.threads)
+    images = [read_gray(s.image_path) for s in samples]
+    reference = predict(model, images, [s.box("file") for s in samples], 8)[:, -1]
+    reference_error = normalised_errors(reference, target, "inter_ocular")
+
+    process = None
+    url = args.url
+    if url is None:
+        process, url = start_service(args, Path("/tmp") / f"detector-accuracy-{os.getpid()}.log")
+    found = np.zeros(len(samples), dtype=bool)
+    predicted = np.zeros_like(target)
+    extra = 0
+    detect_ms: list[float] = []
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for i, sample in enumerate(samples):
+                files = {"image": (sample.image_path.name, sample.image_path.read_bytes())}
+                response = client.post("/align", files=files)
+                response.raise_for_status()
+                faces = response.json()["faces"]
+                if faces:
+                    detect_ms.append(float(faces[0]["timings"]["detect_ms"]))
+                    assert all(f["box_source"] == "detector" for f in faces)
+                    iou = box_iou(sample.box("file"), np.array([f["box"] for f in faces]))[0]
+                    best = int(iou.argmax())
+                    if iou[best] >= MATCH_IOU:
+                        found[i] = True
+                        predicted[i] = np.asarray(faces[best]["landmarks"])
+                    extra += int((iou < MATCH_IOU).sum())
+    finally:
+        if process is not None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+
+    recall = float(found.mean())
+    error = 100 * float(normalised_errors(predicted[found], target[found], "inter_ocular").mean())
+    ref_found = 100 * float(reference_error[found].mean())
+    ref_all = 100 * float(reference_error.mean())
+    ok = recall >= MIN_RECALL and error <= ref_found + MAX_EXTRA_ERROR
+    numbers = {
+        "model": str(args.model),
+        "images": len(samples),
+        "detector_init": args.detector_init,
+        "recall": round(recall, 4),
+        "found": int(found.sum()),
+        "inter_ocular_error_detector_pct": round(error, 3),
+        "inter_ocular_error_boxes_csv_found_pct": round(ref_found, 3),
+        "inter_ocular_error_boxes_csv_all_pct": round(ref_all, 3),
+        "extra_faces": extra,
+        "detect_ms_median": round(statistics.median(detect_ms), 1) if detect_ms else None,
+        "pass": ok,
+    }
+    print(
+        f"{args.model.name}, detector init {args.detector_init}, {len(samples)} common-test images\n"
+        f"found {found.sum()} / {len(samples)} = {100 * recall:.2f}% (target >= {100 * MIN_RECALL:g}%)\n"
+        f"inter-ocular mean error, found faces: detector {error:.3f}%, boxes.csv {ref_found:.3f}% "
+        f"(difference {error - ref_found:+.3f}, target <= +{MAX_EXTRA_ERROR:g}); "
+        f"boxes.csv on all {len(samples)}: {ref_all:.3f}%\n"
+        f"extra faces: {extra}; detection median {numbers['detect_ms_median']} ms\n"
+        f"{'PASS' if ok else 'FAIL'}"
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(numbers, indent=2) + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,499 @@
+"""Load generator for the align service: faces/s and latency against the raw engine, same run.
+
+    python -m bench.load --model model/dan-300w.onnx
+
+1. Raw engine: the same ONNX file through ``service.engine.Engine`` with the
+   same provider, threads and batch size as the server: single-face latency
+   (median of batch-1 runs) and throughput (full batches, faces/s).
+2. Starts ``python -m service`` on a loopback port (or uses ``--url``), then
+   runs closed-loop clients (keep-alive HTTP/1.1, one real 300-W test image and
+   its detector box per request) at each ``--levels`` concurrency: faces/s and
+   p50 / p95 / p99 latency of the answers.
+3. Overload: an open-loop arrival rate of ``--overload`` x the best faces/s of
+   step 2 for ``--overload-duration`` s: how many succeed, how many get an
+   explicit 503, anything else (should be none), and the p99 of the accepted.
+
+The issue's targets on a 2-core machine are checked at the end: saturation
+>= 85% of the raw engine throughput; concurrency-1 median <= single-face engine
+latency + 15 ms; under overload only 200 or 503, with a bounded p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "300w"
+BOUNDARY = "dan-bench-9f8e7d"
+TEST_FOLDERS = ("lfpw/testset", "helen/testset")
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One ready-to-send HTTP request: an image and its box, multipart-encoded."""
+
+    name: str
+    request: bytes
+
+
+@dataclass
+class LevelResult:
+    name: str
+    concurrency: int
+    seconds: float
+    ok: int = 0
+    rejected: int = 0  # 503
+    other: int = 0  # anything else, transport errors included
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def faces_per_s(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+    def summary(self) -> dict[str, float | int | str]:
+        return {
+            "name": self.name,
+            "concurrency": self.concurrency,
+            "seconds": round(self.seconds, 2),
+            "ok": self.ok,
+            "rejected_503": self.rejected,
+            "other": self.other,
+            "faces_per_s": round(self.faces_per_s, 2),
+            "p50_ms": round(self.percentile(50), 2),
+            "p95_ms": round(self.percentile(95), 2),
+            "p99_ms": round(self.percentile(99), 2),
+        }
+
+
+def load_payloads(data_root: Path, count: int, port: int) -> list[Payload]:
+    """``count`` common-test images with their detector boxes, as requests."""
+    boxes = _boxes(data_root)
+    return [
+        Payload(n, encode_request((data_root / n).read_bytes(), [boxes[n]], port))
+        for n in _test_images(boxes, count)
+    ]
+
+
+def _boxes(data_root: Path) -> dict[str, list[float]]:
+    """Detector boxes of boxes.csv by image, 0-based (the file is 1-based)."""
+    with (data_root / "boxes.csv").open(newline="") as f:
+        return {
+            row["image"]: [float(row[k]) - 1.0 for k in ("xmin", "ymin", "xmax", "ymax")]
+            for row in csv.DictReader(f)
+        }
+
+
+def _test_images(boxes: dict[str, list[float]], count: int) -> list[str]:
+    names = sorted(n for n in boxes if n.startswith(TEST_FOLDERS))[:count]
+    if not names:
+        raise SystemExit("no common-test images with boxes in boxes.csv")
+    return names
+
+
+def encode_request(image: bytes, boxes: list[list[float]], port: int) -> bytes:
+    body = b"".join(
+        [
+            f"--{BOUNDARY}\r\n".encode(),
+            b'Content-Disposition: form-data; name="image"; filename="face.jpg"\r\n',
+            b"Content-Type: application/octet-stream\r\n\r\n",
+            image,
+            f"\r\n--{BOUNDARY}\r\n".encode(),
+            b'Content-Disposition: form-data; name="boxes"\r\n\r\n',
+            json.dumps(boxes).encode(),
+            f"\r\n--{BOUNDARY}--\r\n".encode(),
+        ]
+    )
+    head = (
+        f"POST /align HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class Connection:
+    """A keep-alive HTTP/1.1 connection that sends prepared requests and reads the answers."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, data: bytes) -> tuple[int, bytes]:
+        reused = self.writer is not None and not self.writer.is_closing()
+        try:
+            return await self._request(data)
+        except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+            self.close()  # the server closed an idle keep-alive connection: once more, anew
+            return await self._request(data)
+
+    async def _request(self, data: bytes) -> tuple[int, bytes]:
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(data)
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length = 0
+        close = False
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            if key.lower() == "content-length":
+                length = int(value)
+            elif key.lower() == "connection" and value.strip().lower() == "close":
+                close = True
+        body = await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.writer = None
+
+
+async def closed_loop(
+    host: str,
+    port: int,
+    payloads: Sequence[Payload],
+    concurrency: int,
+    seconds: float,
+    warmup_s: float,
+) -> LevelResult:
+    """``concurrency`` clients, each sending its next request when the last one is answered."""
+    result = LevelResult(f"c={concurrency}", concurrency, seconds)
+    loop = asyncio.get_running_loop()
+    start = loop.time() + warmup_s
+    end = start + seconds
+
+    async def client(index: int) -> None:
+        connection = Connection(host, port)
+        i = index
+        while loop.time() < end:
+            payload = payloads[i % len(payloads)]
+            i += concurrency
+            sent = loop.time()
+            try:
+                status, _ = await connection.request(payload.request)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                status = -1
+                connection.close()
+            done = loop.time()
+            if sent < start or done > end:
+                continue  # warm-up, or past the measured window
+            if status == 200:
+                result.ok += 1
+                result.latencies_ms.append((done - sent) * 1000.0)
+            elif status == 503:
+                result.rejected += 1
+            else:
+                result.other += 1
+        connection.close()
+
+    await asyncio.gather(*(client(i) for i in range(concurrency)))
+    return result
+
+
+async def open_loop(
+    host: str,
+    port: int,
+    payloads: Sequence[Payload],
+    rate: float,
+    seconds: float,
+    max_connections: int,
+) -> LevelResult:
+    """Requests arriving at ``rate`` per second whatever the answers (evenly spaced)."""
+    result = LevelResult(f"open {rate:.1f}/s", 0, seconds)
+    idle: list[Connection] = []
+    opened = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(payload: Payload) -> None:
+        nonlocal opened
+        connection = idle.pop() if idle else Connection(host, port)
+        sent = loop.time()
+        try:
+            status, _ = await connection.request(payload.request)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            status = -1
+            connection.close()
+        done = loop.time()
+        idle.append(connection)
+        if status == 200:
+            result.ok += 1
+            result.latencies_ms.append((done - sent) * 1000.0)
+        elif status == 503:
+            result.rejected += 1
+        else:
+            result.other += 1
+
+    n = int(rate * seconds)
+    for k in range(n):
+        await asyncio.sleep(max(0.0, start + k / rate - loop.time()))
+        if len(tasks) >= max_connections:
+            result.other += 1  # the client itself could not keep up: counted, never hidden
+            continue
+        task = asyncio.ensure_future(one(payloads[k % len(payloads)]))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        opened = max(opened, len(tasks))
+    if tasks:
+        await asyncio.gather(*tasks)
+    result.seconds = loop.time() - start
+    result.concurrency = opened
+    for connection in idle:
+        connection.close()
+    return result
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    provider: str
+    max_batch_size: int
+    single_face_ms: float  # median batch-1 latency
+    faces_per_s: float  # full batches
+
+
+def measure_engine(args: argparse.Namespace, data_root: Path, seconds: float) -> EngineResult:
+    """The raw engine on real crops: no HTTP, no decoding, no queue."""
+    from service.config import Settings
+    from service.cropping import crop_face
+    from service.engine import Engine
+    from service.imaging import ImageLimits, decode_image
+
+    settings = Settings(
+        model_path=args.model,
+        provider=args.provider,
+        cpu_threads=args.cpu_threads,
+        max_batch_size=args.max_batch_size,
+    )
+    engine = Engine(settings)
+    boxes = _boxes(data_root)
+    limits = ImageLimits(10**8, 10**8)
+    crops = []
+    for name in _test_images(boxes, args.images):
+        gray = decode_image((data_root / name).read_bytes(), limits).gray
+        crops.append(
+            crop_face(
+                gray, np.asarray(boxes[name]), engine.info.mean_shape, engine.info.input_size
+            ).pixels
+        )
+    engine.warm_up(runs=3)
+    singles: list[float] = []
+    end = time.perf_counter() + seconds / 2
+    i = 0
+    while time.perf_counter() < end or len(singles) < 5:
+        started = time.perf_counter()
+        engine.run([crops[i % len(crops)]])
+        singles.append(time.perf_counter() - started)
+        i += 1
+    batch = [crops[k % len(crops)] for k in range(engine.max_batch_size)]
+    faces = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds / 2 or faces < 2 * engine.max_batch_size:
+        engine.run(batch)
+        faces += len(batch)
+    elapsed = time.perf_counter() - started
+    return EngineResult(
+        engine.provider, engine.max_batch_size, statistics.median(singles) * 1000.0, faces / elapsed
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(args: argparse.Namespace, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DAN_")}
+    env.update(
+        {
+            "DAN_MODEL_PATH": str(args.model),
+            "DAN_HOST": "127.0.0.1",
+            "DAN_PORT": str(port),
+            "DAN_PROVIDER": args.provider,
+            "DAN_CPU_THREADS": str(args.cpu_threads),
+            "DAN_DECODE_THREADS": str(args.decode_threads),
+            "DAN_MAX_WAIT_MS": str(args.max_wait_ms),
+            "DAN_LOG_LEVEL": "warning",
+        }
+    )
+    if args.max_batch_size is not None:
+        env["DAN_MAX_BATCH_SIZE"] = str(args.max_batch_size)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        env[f"DAN_{key.upper()}"] = value
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "service"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def wait_ready(host: str, port: int, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    request = f"GET /health/ready HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    while time.monotonic() < end:
+        connection = Connection(host, port)
+        try:
+            status, _ = await connection.request(request)
+            if status == 200:
+                return
+        except OSError:
+            pass
+        finally:
+            connection.close()
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"service at {host}:{port} not ready after {timeout} s")
+
+
+def table(rows: Sequence[dict[str, float | int | str]]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+async def run_load(
+    args: argparse.Namespace, host: str, port: int, payloads: Sequence[Payload]
+) -> tuple[list[LevelResult], LevelResult]:
+    await wait_ready(host, port, timeout=300)
+    levels = []
+    for concurrency in args.levels:
+        result = await closed_loop(host, port, payloads, concurrency, args.duration, args.warmup)
+        print(
+            f"  c={concurrency}: {result.faces_per_s:.1f} faces/s, p50 {result.percentile(50):.1f} ms"
+        )
+        levels.append(result)
+    best = max(levels, key=lambda r: r.faces_per_s)
+    rate = args.overload * best.faces_per_s
+    overload = await open_loop(
+        host, port, payloads, rate, args.overload_duration, args.max_connections
+    )
+    overload.name = f"{args.overload:g}x overload ({rate:.1f} req/s offered)"
+    return levels, overload
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument(
+        "--model", type=Path, default=REPO / "model" / "dan-300w.onnx", help="ONNX model"
+    )
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA, help="300-W folder (boxes.csv)")
+    p.add_argument("--images", type=int, default=20, help="distinct test images to cycle through")
+    p.add_argument("--url", default=None, help="use a running service (http://host:port) instead")
+    p.add_argument(
+        "--provider", default="cpu", help="cpu, cuda, tensorrt or auto (engine and server)"
+    )
+    p.add_argument(
+        "--cpu-threads", type=int, default=0, help="CPU provider threads (0 = all cores)"
+    )
+    p.add_argument("--max-batch-size", type=int, default=None, help="default: the service's")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="server's DAN_MAX_WAIT_MS")
+    p.add_argument("--decode-threads", type=int, default=2, help="server's DAN_DECODE_THREADS")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="any other DAN_ setting"
+    )
+    p.add_argument(
+        "--levels",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=[1, 2, 4, 8, 16],
+        help="comma-separated concurrency levels",
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per level")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each level")
+    p.add_argument("--engine-seconds", type=float, default=10.0, help="seconds of raw-engine runs")
+    p.add_argument("--overload", type=float, default=4.0, help="offered load / best faces/s")
+    p.add_argument("--overload-duration", type=float, default=10.0, help="seconds of overload")
+    p.add_argument("--max-connections", type=int, default=1000, help="client connections at most")
+    p.add_argument("--json-out", type=Path, default=None, help="also write the results here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    args.model = args.model.resolve()
+    if not args.model.is_file():
+        raise SystemExit(f"no model at {args.model} (--model)")
+    print(f"model {args.model}; data {args.data_root}")
+    print("raw engine ...")
+    engine = measure_engine(args, args.data_root, args.engine_seconds)
+    print(
+        f"  {engine.provider}, batch {engine.max_batch_size}: single face {engine.single_face_ms:.2f} ms, "
+        f"{engine.faces_per_s:.1f} faces/s at full batches"
+    )
+    server: subprocess.Popen[bytes] | None = None
+    if args.url:
+        host, _, port_text = args.url.removeprefix("http://").rstrip("/").partition(":")
+        port = int(port_text or 80)
+    else:
+        host, port = "127.0.0.1", free_port()
+        log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"dan-bench-service-{port}.log"
+        print(f"starting python -m service on port {port} (log {log_path}) ...")
+        server = start_server(args, port, log_path)
+    payloads = load_payloads(args.data_root, args.images, port)
+    try:
+        levels, overload = asyncio.run(run_load(args, host, port, payloads))
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
+    rows = [r.summary() for r in [*levels, overload]]
+    print()
+    print(
+        f"raw engine ({engine.provider}, batch {engine.max_batch_size}): "
+        f"{engine.faces_per_s:.1f} faces/s; single face {engine.single_face_ms:.2f} ms"
+    )
+    print(table(rows))
+    best = max(levels, key=lambda r: r.faces_per_s)
+    one = next((r for r in levels if r.concurrency == 1), None)
+    ratio = best.faces_per_s / engine.faces_per_s
+    print()
+    print(
+        f"saturation: {best.faces_per_s:.1f} / {engine.faces_per_s:.1f} = {ratio:.0%} of the raw engine (target >= 85%)"
+    )
+    if one is not None:
+        limit = engine.single_face_ms + 15.0
+        print(f"concurrency 1: median {one.percentile(50):.1f} ms (target <= {limit:.1f} ms)")
+    print(
+        f"overload: {overload.ok} answered, {overload.rejected} got 503, {overload.other} other "
+        f"(target 0); p99 of the answered {overload.percentile(99):.0f} ms"
+    )
+    if args.json_out is not None:
+        args.json_out.write_text(
+            json.dumps({"engine": asdict(engine), "levels": rows, "argv": sys.argv[1:]}, indent=2)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

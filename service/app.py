@@ -1,0 +1,435 @@
+"""The FastAPI application: routes, start-up and shutdown, and error answers.
+
+``create_app(settings)`` builds the app. Its lifespan loads the model and the
+face detector (a bad file or missing weights stop start-up), then warms them up with full batches in the background:
+``/health/live`` answers at once, ``/health/ready`` only after warm-up, when
+the batching worker starts. On shutdown (SIGTERM) the server stops taking
+connections and finishes the requests in flight, then the queue is drained and
+the worker stops. A model that fails in warm-up stops the service: the app
+raises SIGTERM in its own process, so the server shuts down (``python -m
+service`` then exits with 1). Every error is answered as ``{"error": reason,
+"detail": ...}`` with the status of ``service.errors.HTTP_STATUS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import imaging, uploads
+from service.batching import Batcher
+from service.config import DEFAULT_MAX_BATCH_CPU, DEFAULT_MAX_BATCH_GPU, Settings
+from service.detectors import factory as detectors
+from service.engine import Engine, FloatArray, GrayImage, Warmup
+from service.errors import (
+    RETRY_LATER_STATUSES,
+    BodyTooLargeError,
+    DeadlineExceededError,
+    InternalError,
+    InvalidRequestError,
+    MalformedBodyError,
+    MethodNotAllowedError,
+    NotFoundError,
+    NotReadyError,
+    OverloadedError,
+    ServiceError,
+    ShuttingDownError,
+    StartupError,
+    http_status,
+    reasons_by_status,
+)
+from service.imaging import ImageLimits
+from service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from service.pipeline import Aligner, Alignment
+from service.schemas import (
+    BOXES_DESCRIPTION,
+    AlignJsonRequest,
+    AlignResponse,
+    ErrorResponse,
+    Face,
+    FaceTimings,
+    ImageSize,
+    Liveness,
+    ModelRef,
+    Readiness,
+)
+
+log = logging.getLogger(__name__)
+
+ALIGN = "/align"
+LIVE = "/health/live"
+READY = "/health/ready"
+METRICS = "/metrics"
+LANDMARK_DECIMALS = 3  # 0.001 px
+
+
+@dataclass
+class ServiceState:
+    """What the lifespan builds and the routes use."""
+
+    settings: Settings
+    metrics: ServiceMetrics
+    decode_pool: ThreadPoolExecutor | None = None
+    engine: Engine | None = None
+    batcher: Batcher[GrayImage, FloatArray] | None = None
+    aligner: Aligner | None = None
+    warmup: Warmup | None = None
+    ready: bool = False
+    closing: bool = False
+    pending: int = 0
+    fatal: BaseException | None = None  # why the service stopped itself
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> FastAPI:
+    """The align service for ``settings``; metrics go to ``registry`` (a fresh one by default)."""
+    metrics = ServiceMetrics(
+        registry,
+        max_batch_size=settings.max_batch_size or max(DEFAULT_MAX_BATCH_CPU, DEFAULT_MAX_BATCH_GPU),
+    )
+    state = ServiceState(settings=settings, metrics=metrics)
+    app = FastAPI(
+        title="dan-align",
+        summary="68 facial landmarks (iBUG scheme) with the Deep Alignment Network",
+        version="1",
+        lifespan=_lifespan,
+    )
+    app.state.service = state
+    _add_routes(app)
+    _add_error_handlers(app)
+    app.add_middleware(
+        RequestMetricsMiddleware,
+        metrics=metrics,
+        routes={ALIGN, LIVE, READY, METRICS, "/docs", "/openapi.json"},
+    )
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServiceState = app.state.service
+    settings = state.settings
+    try:
+        engine = await asyncio.to_thread(Engine, settings)
+    except StartupError as e:
+        log.error("cannot start: %s", e)
+        raise
+    info = engine.info
+    state.engine = engine
+    decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+    state.decode_pool = decode_pool
+    state.metrics.set_model(info.name, info.version, engine.provider)
+    batcher: Batcher[GrayImage, FloatArray] = Batcher(
+        engine.run,
+        max_batch_size=engine.max_batch_size,
+        max_wait_s=settings.max_wait_ms / 1000.0,
+        max_queue_size=settings.max_queue_size,
+        observer=state.metrics,
+    )
+    state.batcher = batcher
+    state.metrics.track_queue(lambda: batcher.depth, settings.max_queue_size)
+    try:
+        initialiser = await asyncio.to_thread(
+            detectors.build_initialiser, settings, engine.provider
+        )
+    except StartupError as e:
+        log.error("cannot start: %s", e)
+        raise
+    state.aligner = Aligner(
+        batcher,
+        info.mean_shape,
+        info.input_size,
+        ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+        settings.max_faces,
+        decode_pool,
+        initialiser,
+    )
+    warm_up = asyncio.create_task(_warm_up(state), name="warm-up")
+    try:
+        yield
+    finally:
+        state.closing = True
+        state.ready = False
+        state.metrics.ready.set(0)
+        warm_up.cancel()
+        log.info("shutting down: draining %d queued faces", batcher.depth)
+        await batcher.stop(timeout=settings.shutdown_timeout_s)
+        decode_pool.shutdown(wait=False, cancel_futures=True)
+        log.info("stopped")
+
+
+async def _warm_up(state: ServiceState) -> None:
+    """Warm the decoders and the engine (full batches) up, then start the worker: ready."""
+    assert state.engine is not None and state.batcher is not None
+    try:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(state.decode_pool, imaging.warm_up)
+        if state.aligner is not None:
+            await loop.run_in_executor(
+                state.decode_pool, detectors.warm_up, state.aligner.default_initialiser
+            )
+        state.warmup = await asyncio.to_thread(state.engine.warm_up, state.settings.warmup_runs)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        log.critical("warm-up failed, stopping the service: %s", e, exc_info=True)
+        state.fatal = e
+        signal.raise_signal(signal.SIGTERM)  # the server's own graceful shutdown
+        return
+    state.batcher.start()
+    state.ready = True
+    state.metrics.ready.set(1)
+    log.info(
+        "ready: %s %s on %s",
+        state.engine.info.name,
+        state.engine.info.version,
+        state.engine.provider,
+    )
+
+
+def _service(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+ALIGN_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The image file (JPEG, PNG, WebP, BMP, GIF or TIFF); "
+                            "at most DAN_MAX_IMAGE_BYTES (default 10 MiB) and DAN_MAX_IMAGE_PIXELS "
+                            "(default 40 million) pixels",
+                        },
+                        "boxes": {
+                            "type": "string",
+                            "description": "JSON text. " + BOXES_DESCRIPTION,
+                            "example": "[[60.5, 72.0, 190.0, 201.5]]",
+                        },
+                    },
+                }
+            },
+            "application/json": {"schema": AlignJsonRequest.model_json_schema()},
+        },
+    }
+}
+
+
+def _error_responses() -> dict[int | str, dict[str, Any]]:
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status, reasons in sorted(reasons_by_status().items()):
+        if status in (404, 405):
+            continue
+        entry: dict[str, Any] = {
+            "model": ErrorResponse,
+            "description": "error: " + ", ".join(reasons),
+        }
+        if status in RETRY_LATER_STATUSES:
+            entry["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying (DAN_RETRY_AFTER_S)",
+                    "schema": {"type": "integer"},
+                }
+            }
+        responses[status] = entry
+    return responses
+
+
+def _add_routes(app: FastAPI) -> None:
+    @app.post(
+        ALIGN,
+        response_model=AlignResponse,
+        responses=_error_responses(),
+        openapi_extra=ALIGN_REQUEST_BODY,
+        summary="68 landmarks for each face of an image",
+        description=(
+            "Send the image as multipart/form-data (file field `image`, optional text field "
+            "`boxes`) or as JSON (`image` in base64, optional `boxes`). Faces from concurrent "
+            "requests are batched; a full queue answers 503 with Retry-After at once; a request "
+            "not answered within DAN_REQUEST_DEADLINE_MS gets 504."
+        ),
+    )
+    async def align(request: Request) -> AlignResponse:
+        state = _service(request)
+        settings = state.settings
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + settings.request_deadline_ms / 1000.0
+        if state.closing:
+            raise ShuttingDownError("the service is shutting down")
+        if not state.ready or state.aligner is None or state.engine is None:
+            raise NotReadyError("the model is still loading or warming up; retry shortly")
+        if state.pending >= settings.max_pending_requests:
+            raise OverloadedError(
+                f"{state.pending} requests are in progress, the most this service takes "
+                "(DAN_MAX_PENDING_REQUESTS); retry later"
+            )
+        state.pending += 1
+        try:
+            async with asyncio.timeout_at(deadline):
+                alignment = await _align(request, state, deadline)
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"no answer within the deadline of {settings.request_deadline_ms:g} ms"
+            ) from None
+        finally:
+            state.pending -= 1
+        state.metrics.faces.inc(len(alignment.faces))
+        state.metrics.decode_duration.observe(alignment.decode_s)
+        if alignment.detect_s is not None:
+            state.metrics.detection_duration.observe(alignment.detect_s)
+        info = state.engine.info
+        return _answer(
+            alignment, ModelRef(name=info.name, version=info.version), loop.time() - started
+        )
+
+    @app.get(LIVE, response_model=Liveness, summary="The process is up")
+    async def live() -> Liveness:
+        return Liveness(status="alive")
+
+    @app.get(
+        READY,
+        response_model=Readiness,
+        responses={
+            503: {"model": Readiness, "description": "Not ready (loading, warming up, stopping)"}
+        },
+        summary="The model is loaded and warmed up with a full batch",
+    )
+    async def ready(request: Request) -> Response:
+        state = _service(request)
+        engine = state.engine
+        if not state.ready or engine is None or state.warmup is None:
+            return JSONResponse(Readiness(status="not_ready").model_dump(), status_code=503)
+        body = Readiness(
+            status="ready",
+            model=ModelRef(name=engine.info.name, version=engine.info.version),
+            provider=engine.provider,
+            max_batch_size=engine.max_batch_size,
+            warmup_batch_sizes=list(state.warmup.batch_sizes),
+            warmup_seconds=round(state.warmup.seconds, 4),
+        )
+        return JSONResponse(body.model_dump())
+
+    @app.get(
+        METRICS,
+        summary="Prometheus metrics (text format)",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )
+    async def metrics(request: Request) -> Response:
+        registry = _service(request).metrics.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _align(request: Request, state: ServiceState, deadline: float) -> Alignment:
+    settings = state.settings
+    assert state.aligner is not None
+    media = uploads.media_type(request.headers)
+    body = await uploads.read_body(request, uploads.body_limit(media, settings.max_image_bytes))
+    if media == uploads.MULTIPART:
+        upload = await uploads.parse_multipart(request.headers, body, settings.max_image_bytes)
+    else:
+        loop = asyncio.get_running_loop()
+        upload = await loop.run_in_executor(
+            state.aligner.executor, uploads.parse_json, body, settings.max_image_bytes
+        )
+    del body
+    return await state.aligner.align(upload.image, upload.boxes, deadline)
+
+
+def _answer(alignment: Alignment, model: ModelRef, total_s: float) -> AlignResponse:
+    decode_ms = alignment.decode_s * 1000.0
+    detect_ms = None if alignment.detect_s is None else round(alignment.detect_s * 1000.0, 3)
+    faces = [
+        Face(
+            box=(
+                float(face.proposal.box[0]),
+                float(face.proposal.box[1]),
+                float(face.proposal.box[2]),
+                float(face.proposal.box[3]),
+            ),
+            box_source=face.proposal.source,
+            score=face.proposal.score,
+            landmarks=[(float(x), float(y)) for x, y in face.landmarks.round(LANDMARK_DECIMALS)],
+            timings=FaceTimings(
+                decode_ms=round(decode_ms, 3),
+                detect_ms=detect_ms,
+                queue_wait_ms=round(face.queue_wait_s * 1000.0, 3),
+                inference_ms=round(face.inference_s * 1000.0, 3),
+                total_ms=round(total_s * 1000.0, 3),
+            ),
+        )
+        for face in alignment.faces
+    ]
+    return AlignResponse(
+        image=ImageSize(width=alignment.width, height=alignment.height), model=model, faces=faces
+    )
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def answer(request: Request, error: ServiceError) -> JSONResponse:
+        state = _service(request)
+        status = http_status(error)
+        state.metrics.errors.labels(error.reason).inc()
+        headers = (
+            {"Retry-After": str(state.settings.retry_after_s)}
+            if status in RETRY_LATER_STATUSES
+            else None
+        )
+        level = logging.WARNING if status >= 500 else logging.DEBUG
+        log.log(
+            level,
+            "%s %s -> %d %s: %s",
+            request.method,
+            request.url.path,
+            status,
+            error.reason,
+            error.message,
+        )
+        body = ErrorResponse(error=error.reason, detail=error.message)
+        return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return answer(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return answer(request, InvalidRequestError(f"invalid request: {exc.errors()}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            error: ServiceError = NotFoundError(f"no route {request.url.path}")
+        elif exc.status_code == 405:
+            error = MethodNotAllowedError(f"{request.method} is not allowed on {request.url.path}")
+        elif exc.status_code == 400:
+            error = MalformedBodyError(f"malformed request: {exc.detail}")
+        elif exc.status_code == 413:
+            error = BodyTooLargeError(f"the request is too large: {exc.detail}")
+        else:
+            error = InternalError(f"HTTP {exc.status_code}: {exc.detail}")
+        return answer(request, error)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return answer(request, InternalError("unexpected error; the cause is in the service log"))

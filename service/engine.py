@@ -1,0 +1,383 @@
+"""The inference engine: one onnxruntime session over an exported DAN, and what its metadata says.
+
+The model file describes itself (``dan.*`` metadata written by
+``training.export``); a file without it, or of an unknown format version, is
+refused with a message naming what was expected. Providers come from the
+settings: CPU with a set thread count, or CUDA / TensorRT with inputs and
+outputs bound to device buffers (IO binding) and batches padded to a few
+tuned sizes, each warmed up, so the GPU never meets a new shape while serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from model.landmarks import NUM_LANDMARKS, SCHEME
+from service.config import Settings
+from service.errors import ModelError, ProviderError
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+GrayImage = npt.NDArray[np.uint8]
+ActiveProvider = Literal["cpu", "cuda", "tensorrt"]
+
+SUPPORTED_FORMAT_VERSIONS = ("1",)
+REQUIRED_METADATA = (
+    "dan.format_version",
+    "dan.model_name",
+    "dan.model_version",
+    "dan.landmark_scheme",
+    "dan.num_landmarks",
+    "dan.input_size",
+    "dan.input_name",
+    "dan.output_name",
+    "dan.mean_shape",
+)
+ORT_NAMES: dict[ActiveProvider, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+WARMUP_GRAY_LEVEL = 127
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the service needs to know about a model, read from its ``dan.*`` metadata."""
+
+    path: Path
+    name: str
+    version: str
+    format_version: str
+    landmark_scheme: str
+    num_landmarks: int
+    input_size: int  # S: crops are (S, S)
+    input_name: str
+    output_name: str
+    mean_shape: FloatArray  # (num_landmarks, 2) in crop pixels
+    num_stages: int | None = None
+    weights_dtype: str | None = None
+    licence: str | None = None
+    training_data: str | None = None
+    accuracy: dict[str, Any] = field(default_factory=dict)
+
+
+def read_model_info(metadata: Mapping[str, str], path: Path) -> ModelInfo:
+    """Parse and check the ``dan.*`` metadata of a model file."""
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise ModelError(
+            f"{path} lacks the metadata {', '.join(missing)}: expected an ONNX file written by "
+            f"training.export, with the keys {', '.join(REQUIRED_METADATA)} in metadata_props"
+        )
+    version = metadata["dan.format_version"]
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        raise ModelError(
+            f"{path} has dan.format_version {version!r}; this service reads format version(s) "
+            f"{', '.join(SUPPORTED_FORMAT_VERSIONS)}"
+        )
+    scheme = metadata["dan.landmark_scheme"]
+    num_landmarks = _int(metadata, "dan.num_landmarks", path)
+    if scheme != SCHEME or num_landmarks != NUM_LANDMARKS:
+        raise ModelError(
+            f"{path} predicts {num_landmarks} landmarks of scheme {scheme!r}; this service serves "
+            f"{NUM_LANDMARKS} landmarks of scheme {SCHEME!r}"
+        )
+    input_size = _int(metadata, "dan.input_size", path)
+    if input_size < 8:
+        raise ModelError(f"{path}: dan.input_size must be at least 8 px, got {input_size}")
+    try:
+        mean_shape = np.asarray(json.loads(metadata["dan.mean_shape"]), dtype=np.float64)
+    except (ValueError, TypeError) as e:
+        raise ModelError(
+            f"{path}: dan.mean_shape is not a JSON list of [x, y] pairs: {e}"
+        ) from None
+    if mean_shape.shape != (num_landmarks, 2) or not np.all(np.isfinite(mean_shape)):
+        raise ModelError(
+            f"{path}: dan.mean_shape must be {num_landmarks} finite [x, y] pairs, got an array of "
+            f"shape {mean_shape.shape}"
+        )
+    num_stages = _int(metadata, "dan.num_stages", path) if "dan.num_stages" in metadata else None
+    try:
+        accuracy = json.loads(metadata.get("dan.accuracy", "{}"))
+    except ValueError:
+        accuracy = {}
+    return ModelInfo(
+        path=path,
+        name=metadata["dan.model_name"],
+        version=metadata["dan.model_version"],
+        format_version=version,
+        landmark_scheme=scheme,
+        num_landmarks=num_landmarks,
+        input_size=input_size,
+        input_name=metadata["dan.input_name"],
+        output_name=metadata["dan.output_name"],
+        mean_shape=mean_shape,
+        num_stages=num_stages,
+        weights_dtype=metadata.get("dan.weights_dtype"),
+        licence=metadata.get("dan.licence"),
+        training_data=metadata.get("dan.training_data"),
+        accuracy=accuracy if isinstance(accuracy, dict) else {},
+    )
+
+
+def _int(metadata: Mapping[str, str], key: str, path: Path) -> int:
+    try:
+        return int(metadata[key])
+    except ValueError:
+        raise ModelError(f"{path}: {key} must be an integer, got {metadata[key]!r}") from None
+
+
+@dataclass
+class _Bound:
+    """Device buffers of one batch size, bound once to the session's input and output."""
+
+    binding: ort.IOBinding
+    inputs: ort.OrtValue
+
+
+@dataclass(frozen=True)
+class Warmup:
+    batch_sizes: tuple[int, ...]
+    runs: int
+    seconds: float
+
+
+class Engine:
+    """Runs batches of crops (B, S, S) uint8 through the model; one caller at a time."""
+
+    def __init__(self, settings: Settings) -> None:
+        path = settings.model_path
+        self.provider = _wanted_provider(settings)
+        chain = _provider_chain(settings, self.provider)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        options.intra_op_num_threads = settings.cpu_thread_count
+        # Idle threads must not spin: decoding and cropping share the cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=chain)
+        except Exception as e:  # onnxruntime raises its own types for unreadable graphs
+            raise ModelError(f"{path} cannot be loaded by onnxruntime: {e}") from None
+        active = self.session.get_providers()[0]
+        if active != ORT_NAMES[self.provider]:
+            if settings.provider != "auto":
+                raise ProviderError(
+                    f"provider {settings.provider!r} was asked for but onnxruntime started "
+                    f"{active} (its libraries or the device are missing)"
+                )
+            log.warning("CUDA is offered but did not start (%s is active); using CPU", active)
+            self.provider = "cpu"
+        self.info = read_model_info(self.session.get_modelmeta().custom_metadata_map, path)
+        self._check_signature()
+        self.on_gpu = self.provider != "cpu"
+        self.max_batch_size = settings.batch_size_for(gpu=self.on_gpu)
+        self.use_io_binding = self.on_gpu if settings.io_binding is None else settings.io_binding
+        self.device = "cuda" if self.on_gpu else "cpu"
+        self.device_id = settings.cuda_device_id if self.on_gpu else 0
+        # GPUs run a few fixed batch sizes (powers of two and the maximum): each is tuned once
+        # in warm-up. On CPU every size runs as it comes.
+        self.batch_sizes = (
+            _buckets(self.max_batch_size)
+            if self.on_gpu
+            else tuple(range(1, self.max_batch_size + 1))
+        )
+        self._bound: dict[int, _Bound] = {}
+        log.info(
+            "loaded %s %s from %s on %s (%s threads, IO binding %s, batches up to %d)",
+            self.info.name,
+            self.info.version,
+            path,
+            self.provider,
+            settings.cpu_thread_count if not self.on_gpu else "-",
+            "on" if self.use_io_binding else "off",
+            self.max_batch_size,
+        )
+
+    def _check_signature(self) -> None:
+        info, path = self.info, self.info.path
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if info.input_name not in inputs:
+            raise ModelError(
+                f"{path}: dan.input_name is {info.input_name!r} but the graph's inputs are "
+                f"{sorted(inputs)}"
+            )
+        if info.output_name not in outputs:
+            raise ModelError(
+                f"{path}: dan.output_name is {info.output_name!r} but the graph's outputs are "
+                f"{sorted(outputs)}"
+            )
+        given = inputs[info.input_name]
+        size = info.input_size
+        if given.type != "tensor(float)" or list(given.shape[1:]) != [1, size, size]:
+            raise ModelError(
+                f"{path}: expected input {info.input_name!r} float32 (B, 1, {size}, {size}), got "
+                f"{given.type} {given.shape}"
+            )
+        shape = outputs[info.output_name].shape
+        if len(shape) != 3 or list(shape[1:]) != [info.num_landmarks, 2]:
+            raise ModelError(
+                f"{path}: expected output {info.output_name!r} (B, {info.num_landmarks}, 2), got "
+                f"{shape}"
+            )
+
+    def padded_size(self, count: int) -> int:
+        """The batch size a batch of ``count`` crops runs as."""
+        if not 1 <= count <= self.max_batch_size:
+            raise ValueError(f"a batch holds 1 to {self.max_batch_size} crops, got {count}")
+        return next(size for size in self.batch_sizes if size >= count)
+
+    def run(self, crops: Sequence[GrayImage]) -> list[FloatArray]:
+        """Landmarks (68, 2) in crop pixels for each crop (S, S) uint8."""
+        count = len(crops)
+        if count == 0:
+            return []
+        size = self.info.input_size
+        batch = np.zeros((self.padded_size(count), 1, size, size), dtype=np.float32)
+        for i, crop in enumerate(crops):
+            if crop.shape != (size, size):
+                raise ValueError(f"crop {i}: expected ({size}, {size}), got {crop.shape}")
+            batch[i, 0] = crop
+        output = self._run_bound(batch) if self.use_io_binding else self._run_plain(batch)
+        landmarks = np.asarray(output[:count], dtype=np.float64)  # (count, 68, 2)
+        if landmarks.shape != (count, self.info.num_landmarks, 2):
+            raise RuntimeError(
+                f"model returned {landmarks.shape} for {count} crops, expected "
+                f"({count}, {self.info.num_landmarks}, 2)"
+            )
+        if not np.all(np.isfinite(landmarks)):
+            raise RuntimeError("model returned non-finite landmarks")
+        return list(landmarks)
+
+    def _run_plain(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        (output,) = self.session.run([self.info.output_name], {self.info.input_name: batch})
+        return np.asarray(output, dtype=np.float32)
+
+    def _run_bound(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        bound = self._bound.get(len(batch))
+        if bound is None:
+            bound = self._bind(len(batch))
+            self._bound[len(batch)] = bound
+        bound.inputs.update_inplace(batch)  # host -> device copy into the bound buffer
+        self.session.run_with_iobinding(bound.binding)
+        return np.asarray(bound.binding.copy_outputs_to_cpu()[0], dtype=np.float32)
+
+    def _bind(self, batch_size: int) -> _Bound:
+        size, n = self.info.input_size, self.info.num_landmarks
+        inputs = ort.OrtValue.ortvalue_from_shape_and_type(
+            (batch_size, 1, size, size), np.float32, self.device, self.device_id
+        )
+        outputs = ort.OrtValue.ortvalue_from_shape_and_type(
+            (batch_size, n, 2), np.float32, self.device, self.device_id
+        )
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.info.input_name, inputs)
+        binding.bind_ortvalue_output(self.info.output_name, outputs)
+        return _Bound(binding, inputs)
+
+    def warm_up(self, runs: int) -> Warmup:
+        """Run a full batch ``runs`` times (on GPU, every tuned batch size too)."""
+        started = time.perf_counter()
+        size = self.info.input_size
+        sizes = self.batch_sizes if self.on_gpu else (self.max_batch_size,)
+        for batch_size in sizes:
+            crops = [np.full((size, size), WARMUP_GRAY_LEVEL, dtype=np.uint8)] * batch_size
+            for _ in range(runs if batch_size == self.max_batch_size else 1):
+                self.run(crops)
+        warmup = Warmup(tuple(sizes), runs, time.perf_counter() - started)
+        log.info(
+            "warm-up: batch sizes %s, %d full-batch runs, %.2f s",
+            list(warmup.batch_sizes),
+            runs,
+            warmup.seconds,
+        )
+        return warmup
+
+
+def _buckets(max_batch_size: int) -> tuple[int, ...]:
+    sizes = {max_batch_size}
+    size = 1
+    while size < max_batch_size:
+        sizes.add(size)
+        size *= 2
+    return tuple(sorted(sizes))
+
+
+def _wanted_provider(settings: Settings) -> ActiveProvider:
+    """The provider the settings ask for, checked against what this onnxruntime offers."""
+    available = ort.get_available_providers()
+    wanted: ActiveProvider
+    if settings.provider == "auto":
+        wanted = "cuda" if ORT_NAMES["cuda"] in available else "cpu"
+    else:
+        wanted = settings.provider
+    if ORT_NAMES[wanted] not in available:
+        raise ProviderError(
+            f"provider {settings.provider!r} needs onnxruntime's {ORT_NAMES[wanted]}, but this "
+            f"onnxruntime offers {', '.join(available)} (install onnxruntime-gpu for CUDA)"
+        )
+    return wanted
+
+
+def _provider_chain(settings: Settings, wanted: ActiveProvider) -> list[Any]:
+    """onnxruntime's provider list (with options) for the provider expected to run the graph."""
+    if wanted == "cpu":
+        return [ORT_NAMES["cpu"]]
+    device = str(settings.cuda_device_id)
+    cuda = (
+        ORT_NAMES["cuda"],
+        {
+            "device_id": device,
+            # Exhaustive search once per input shape: warm-up visits every shape served.
+            "cudnn_conv_algo_search": "EXHAUSTIVE",
+            "do_copy_in_default_stream": "1",
+        },
+    )
+    if wanted == "cuda":
+        return [cuda, ORT_NAMES["cpu"]]
+    # TensorRT builds one engine for a range of batch sizes: read the input's name and size.
+    info = _probe(settings.model_path)
+    max_batch = settings.batch_size_for(gpu=True)
+    shape = f"1x{info.input_size}x{info.input_size}"
+    tensorrt = (
+        ORT_NAMES["tensorrt"],
+        {
+            "device_id": device,
+            "trt_fp16_enable": "1" if settings.gpu_fp16 else "0",
+            "trt_engine_cache_enable": "1",
+            "trt_engine_cache_path": str(Path(tempfile.gettempdir()) / "dan-trt-cache"),
+            "trt_profile_min_shapes": f"{info.input_name}:1x{shape}",
+            "trt_profile_opt_shapes": f"{info.input_name}:{max_batch}x{shape}",
+            "trt_profile_max_shapes": f"{info.input_name}:{max_batch}x{shape}",
+        },
+    )
+    return [tensorrt, cuda, ORT_NAMES["cpu"]]
+
+
+def _probe(path: Path) -> ModelInfo:
+    """A model's metadata, read through an unoptimised CPU session."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(
+            str(path), sess_options=options, providers=[ORT_NAMES["cpu"]]
+        )
+    except Exception as e:
+        raise ModelError(f"{path} cannot be loaded by onnxruntime: {e}") from None
+    return read_model_info(session.get_modelmeta().custom_metadata_map, path)

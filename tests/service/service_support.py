@@ -1,0 +1,157 @@
+"""Helpers for the service tests: a real ``python -m service`` process, and reference landmarks.
+
+The reference path is training's own: cv2 decoding (``training.dataset``), the
+training crop (``training.augment.warp_crop``) and a plain onnxruntime session,
+so a test comparing it with the service checks decode, crop, batching and the
+mapping back together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+
+from model.geometry import apply_affine, box_crop_transform, invert_affine
+from training.augment import warp_crop
+
+REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 90.0
+# The main test server's limits (small, so the limit tests need small uploads only).
+MAIN_SETTINGS: dict[str, object] = {
+    "max_image_bytes": 1_000_000,
+    "max_image_pixels": 4_000_000,
+    "max_faces": 8,
+    "max_batch_size": 8,
+    "max_wait_ms": 2,
+    "detector": "none",  # the paper's box-less procedure; detection has its own server
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_env(**settings: object) -> dict[str, str]:
+    """The environment of a test server: ours minus any DAN_*, small thread counts, overrides."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DAN_")}
+    env.update(
+        {
+            "DAN_HOST": "127.0.0.1",
+            "DAN_CPU_THREADS": "1",
+            "DAN_DECODE_THREADS": "2",
+            "DAN_LOG_LEVEL": "info",
+        }
+    )
+    env.update({f"DAN_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+@dataclass
+class RunningService:
+    """A ``python -m service`` child process on a loopback port."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.url, timeout=30.0)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"service exited with {self.process.returncode} before ready:\n{self.log()}"
+                )
+            try:
+                if self.client.get("/health/ready", timeout=2.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"service not ready after {timeout} s:\n{self.log()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait; returns the exit code (kills after ``timeout``)."""
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def launch(log_dir: Path, **settings: object) -> RunningService:
+    """Start ``python -m service`` with ``DAN_*`` settings (not waiting for it)."""
+    port = int(str(settings.pop("port", free_port())))
+    log_path = log_dir / f"service-{port}.log"
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        cwd=REPO,
+        env=service_env(port=port, **settings),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    log_file.close()
+    return RunningService(process, port, log_path)
+
+
+def run_to_exit(log_dir: Path, timeout: float = 60.0, **settings: object) -> tuple[int, str]:
+    """Run ``python -m service`` that is expected to stop by itself: (exit code, log)."""
+    service = launch(log_dir, **settings)
+    try:
+        code = service.process.wait(timeout)
+    finally:
+        if service.process.poll() is None:
+            service.process.kill()
+            service.process.wait()
+        service.client.close()
+    return int(code), service.log()
+
+
+def reference_session(model_path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+def reference_landmarks(
+    session: ort.InferenceSession, gray: np.ndarray, box: np.ndarray
+) -> np.ndarray:
+    """Landmarks (68, 2) in image pixels the way training crops: one face, one session.run."""
+    meta = session.get_modelmeta().custom_metadata_map
+    mean_shape = np.asarray(json.loads(meta["dan.mean_shape"]), dtype=np.float64)
+    size = int(meta["dan.input_size"])
+    transform = box_crop_transform(box, mean_shape)
+    crop = warp_crop(gray, transform, size)
+    (out,) = session.run(
+        [meta["dan.output_name"]], {meta["dan.input_name"]: crop[None, None].astype(np.float32)}
+    )
+    return apply_affine(invert_affine(transform), out[0].astype(np.float64))
