@@ -99,7 +99,7 @@ def container_service(
         process = subprocess.Popen(
             layout.cmd, cwd=layout.app, env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    running = ContainerService(process, layout.venv, env, log_path, layout)
+    running = ContainerService(process, log_path, venv=layout.venv, env=env, layout=layout)
     try:
         running.wait_ready()
         yield running

@@ -12,17 +12,15 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import httpx
 import pytest
 import yaml
+from service_process import ServiceProcess
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -59,51 +57,20 @@ def free_port() -> int:
 
 
 @dataclass
-class ContainerService:
+class ContainerService(ServiceProcess):
     """``python -m service`` from a fresh virtual environment, as the container runs it."""
 
-    process: subprocess.Popen[bytes]
-    venv: Path
-    env: dict[str, str]
-    log_path: Path
-    layout: ImageLayout
-    client: httpx.Client = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.client = httpx.Client(base_url=self.url, timeout=60.0)
+    venv: Path = field(kw_only=True)
+    env: dict[str, str] = field(kw_only=True)
+    layout: ImageLayout = field(kw_only=True)
+    client_timeout_s: ClassVar[float] = 60.0
+    start_timeout_s: ClassVar[float] = START_TIMEOUT_S
+    stop_timeout_s: ClassVar[float] = 40.0
+    poll_s: ClassVar[float] = 0.1
 
     @property
     def url(self) -> str:
         return f"http://{self.env['DAN_HOST']}:{self.env['DAN_PORT']}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"service exited with {self.process.returncode} before ready:\n{self.log()}"
-                )
-            try:
-                if self.client.get("/health/ready", timeout=2.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"service not ready after {timeout} s:\n{self.log()}")
-
-    def stop(self, timeout: float = 40.0) -> int:
-        self.client.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return int(self.process.returncode)
 
 
 def load_yaml(path: Path) -> Any:

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-import httpx
 import numpy as np
 import onnxruntime as ort
+from service_process import ServiceProcess
 
 from model.geometry import apply_affine, box_crop_transform, invert_affine
 from training.augment import warp_crop
@@ -60,50 +59,15 @@ def service_env(**settings: object) -> dict[str, str]:
 
 
 @dataclass
-class RunningService:
+class RunningService(ServiceProcess):
     """A ``python -m service`` child process on a loopback port."""
 
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-    client: httpx.Client = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.client = httpx.Client(base_url=self.url, timeout=30.0)
+    port: int = field(kw_only=True)
+    start_timeout_s: ClassVar[float] = START_TIMEOUT_S
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"service exited with {self.process.returncode} before ready:\n{self.log()}"
-                )
-            try:
-                if self.client.get("/health/ready", timeout=2.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"service not ready after {timeout} s:\n{self.log()}")
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM, then wait; returns the exit code (kills after ``timeout``)."""
-        self.client.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return int(self.process.returncode)
 
 
 def launch(log_dir: Path, **settings: object) -> RunningService:
@@ -119,7 +83,7 @@ def launch(log_dir: Path, **settings: object) -> RunningService:
         stderr=subprocess.STDOUT,
     )
     log_file.close()
-    return RunningService(process, port, log_path)
+    return RunningService(process, log_path, port=port)
 
 
 def run_to_exit(log_dir: Path, timeout: float = 60.0, **settings: object) -> tuple[int, str]:
