@@ -19,18 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from bench.serving import ServiceProcess
 from service.detectors.calibration import box_iou
 from training.dataset import SPLITS, load_subset, read_box_csv, read_gray
 from training.evaluate import OnnxModel, predict
@@ -43,44 +39,17 @@ MAX_EXTRA_ERROR = 0.2  # percentage points of inter-ocular error
 MATCH_IOU = 0.5
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_service(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DAN_")}
-    env.update(
-        {
-            "DAN_MODEL_PATH": str(args.model),
-            "DAN_PORT": str(port),
-            "DAN_CPU_THREADS": str(args.threads),
-            "DAN_DETECTOR": "centerface",
-            "DAN_DETECTOR_INIT": args.detector_init,
-            "DAN_LOG_LEVEL": "warning",
-        }
-    )
+def service_settings(args: argparse.Namespace) -> dict[str, object]:
+    settings: dict[str, object] = {
+        "model_path": args.model,
+        "cpu_threads": args.threads,
+        "detector": "centerface",
+        "detector_init": args.detector_init,
+        "log_level": "warning",
+    }
     if args.threshold is not None:
-        env["DAN_DETECTOR_THRESHOLD"] = str(args.threshold)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=log, stderr=log
-        )
-    url = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 120
-    while time.monotonic() < end:
-        if process.poll() is not None:
-            raise SystemExit(f"service exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"service not ready after 120 s:\n{log_path.read_text()}")
+        settings["detector_threshold"] = args.threshold
+    return settings
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -114,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     reference = predict(model, images, [s.box("file") for s in samples], 8)[:, -1]
     reference_error = normalised_errors(reference, target, "inter_ocular")
 
-    process = None
+    service = None
     url = args.url
     if url is None:
-        process, url = start_service(args, Path("/tmp") / f"detector-accuracy-{os.getpid()}.log")
+        service = ServiceProcess(service_settings(args))
+        service.wait_ready()
+        url = service.url
     found = np.zeros(len(samples), dtype=bool)
     predicted = np.zeros_like(target)
     extra = 0
@@ -139,9 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                         predicted[i] = np.asarray(faces[best]["landmarks"])
                     extra += int((iou < MATCH_IOU).sum())
     finally:
-        if process is not None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
+        if service is not None:
+            service.stop()
 
     recall = float(found.mean())
     error = 100 * float(normalised_errors(predicted[found], target[found], "inter_ocular").mean())

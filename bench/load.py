@@ -24,18 +24,18 @@ import argparse
 import asyncio
 import csv
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import httpx
 import numpy as np
+
+from bench.serving import ServiceProcess
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "300w"
@@ -60,6 +60,18 @@ class LevelResult:
     rejected: int = 0  # 503
     other: int = 0  # anything else, transport errors included
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    outcomes: Counter[str] = field(default_factory=Counter)  # "200", "503", "504", "OSError", ...
+
+    def record(self, outcome: str, latency_ms: float) -> None:
+        """One answer (an HTTP status) or failure (an exception's or the client's name)."""
+        self.outcomes[outcome] += 1
+        if outcome == "200":
+            self.ok += 1
+            self.latencies_ms.append(latency_ms)
+        elif outcome == "503":
+            self.rejected += 1
+        else:
+            self.other += 1
 
     @property
     def faces_per_s(self) -> float:
@@ -76,6 +88,10 @@ class LevelResult:
             "ok": self.ok,
             "rejected_503": self.rejected,
             "other": self.other,
+            "other_kinds": " ".join(
+                f"{k}x{n}" for k, n in sorted(self.outcomes.items()) if k not in ("200", "503")
+            )
+            or "-",
             "faces_per_s": round(self.faces_per_s, 2),
             "p50_ms": round(self.percentile(50), 2),
             "p95_ms": round(self.percentile(95), 2),
@@ -175,6 +191,16 @@ class Connection:
         self.writer = None
 
 
+async def send(connection: Connection, payload: Payload) -> str:
+    """The answer's HTTP status, or the name of the exception that came instead."""
+    try:
+        status, _ = await connection.request(payload.request)
+    except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+        connection.close()
+        return type(error).__name__
+    return str(status)
+
+
 async def closed_loop(
     host: str,
     port: int,
@@ -196,21 +222,11 @@ async def closed_loop(
             payload = payloads[i % len(payloads)]
             i += concurrency
             sent = loop.time()
-            try:
-                status, _ = await connection.request(payload.request)
-            except (OSError, asyncio.IncompleteReadError, ValueError):
-                status = -1
-                connection.close()
+            outcome = await send(connection, payload)
             done = loop.time()
             if sent < start or done > end:
                 continue  # warm-up, or past the measured window
-            if status == 200:
-                result.ok += 1
-                result.latencies_ms.append((done - sent) * 1000.0)
-            elif status == 503:
-                result.rejected += 1
-            else:
-                result.other += 1
+            result.record(outcome, (done - sent) * 1000.0)
         connection.close()
 
     await asyncio.gather(*(client(i) for i in range(concurrency)))
@@ -234,29 +250,17 @@ async def open_loop(
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(payload: Payload) -> None:
-        nonlocal opened
         connection = idle.pop() if idle else Connection(host, port)
         sent = loop.time()
-        try:
-            status, _ = await connection.request(payload.request)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            status = -1
-            connection.close()
-        done = loop.time()
+        outcome = await send(connection, payload)
         idle.append(connection)
-        if status == 200:
-            result.ok += 1
-            result.latencies_ms.append((done - sent) * 1000.0)
-        elif status == 503:
-            result.rejected += 1
-        else:
-            result.other += 1
+        result.record(outcome, (loop.time() - sent) * 1000.0)
 
     n = int(rate * seconds)
     for k in range(n):
         await asyncio.sleep(max(0.0, start + k / rate - loop.time()))
         if len(tasks) >= max_connections:
-            result.other += 1  # the client itself could not keep up: counted, never hidden
+            result.record("client-cap", 0.0)  # the client could not keep up: counted, never hidden
             continue
         task = asyncio.ensure_future(one(payloads[k % len(payloads)]))
         tasks.add(task)
@@ -324,56 +328,22 @@ def measure_engine(args: argparse.Namespace, data_root: Path, seconds: float) ->
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(args: argparse.Namespace, port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DAN_")}
-    env.update(
-        {
-            "DAN_MODEL_PATH": str(args.model),
-            "DAN_HOST": "127.0.0.1",
-            "DAN_PORT": str(port),
-            "DAN_PROVIDER": args.provider,
-            "DAN_CPU_THREADS": str(args.cpu_threads),
-            "DAN_DECODE_THREADS": str(args.decode_threads),
-            "DAN_MAX_WAIT_MS": str(args.max_wait_ms),
-            "DAN_LOG_LEVEL": "warning",
-        }
-    )
+def service_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The server's DAN_* settings: the engine's, the batching flags and any ``--set``."""
+    settings: dict[str, object] = {
+        "model_path": args.model,
+        "provider": args.provider,
+        "cpu_threads": args.cpu_threads,
+        "decode_threads": args.decode_threads,
+        "max_wait_ms": args.max_wait_ms,
+        "log_level": "warning",
+    }
     if args.max_batch_size is not None:
-        env["DAN_MAX_BATCH_SIZE"] = str(args.max_batch_size)
+        settings["max_batch_size"] = args.max_batch_size
     for item in args.set:
         key, _, value = item.partition("=")
-        env[f"DAN_{key.upper()}"] = value
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "service"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-async def wait_ready(host: str, port: int, timeout: float) -> None:
-    end = time.monotonic() + timeout
-    request = f"GET /health/ready HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-    while time.monotonic() < end:
-        connection = Connection(host, port)
-        try:
-            status, _ = await connection.request(request)
-            if status == 200:
-                return
-        except OSError:
-            pass
-        finally:
-            connection.close()
-        await asyncio.sleep(0.2)
-    raise SystemExit(f"service at {host}:{port} not ready after {timeout} s")
+        settings[key.lower()] = value
+    return settings
 
 
 def table(rows: Sequence[dict[str, float | int | str]]) -> str:
@@ -386,7 +356,6 @@ def table(rows: Sequence[dict[str, float | int | str]]) -> str:
 async def run_load(
     args: argparse.Namespace, host: str, port: int, payloads: Sequence[Payload]
 ) -> tuple[list[LevelResult], LevelResult]:
-    await wait_ready(host, port, timeout=300)
     levels = []
     for concurrency in args.levels:
         result = await closed_loop(host, port, payloads, concurrency, args.duration, args.warmup)
@@ -451,22 +420,23 @@ def main(argv: list[str] | None = None) -> int:
         f"  {engine.provider}, batch {engine.max_batch_size}: single face {engine.single_face_ms:.2f} ms, "
         f"{engine.faces_per_s:.1f} faces/s at full batches"
     )
-    server: subprocess.Popen[bytes] | None = None
-    if args.url:
-        host, _, port_text = args.url.removeprefix("http://").rstrip("/").partition(":")
-        port = int(port_text or 80)
-    else:
-        host, port = "127.0.0.1", free_port()
-        log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"dan-bench-service-{port}.log"
-        print(f"starting python -m service on port {port} (log {log_path}) ...")
-        server = start_server(args, port, log_path)
+    server: ServiceProcess | None = None
+    url = args.url
+    if url is None:
+        server = ServiceProcess(service_settings(args))
+        print(f"starting python -m service at {server.url} (log {server.log_path}) ...")
+        server.wait_ready()
+        url = server.url
+    elif httpx.get(f"{url}/health/ready", timeout=10).status_code != 200:
+        raise SystemExit(f"{url} is not ready")
+    host, _, port_text = url.removeprefix("http://").rstrip("/").partition(":")
+    port = int(port_text or 80)
     payloads = load_payloads(args.data_root, args.images, port)
     try:
         levels, overload = asyncio.run(run_load(args, host, port, payloads))
     finally:
         if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(60)
+            server.stop()
     rows = [r.summary() for r in [*levels, overload]]
     print()
     print(
@@ -486,11 +456,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"concurrency 1: median {one.percentile(50):.1f} ms (target <= {limit:.1f} ms)")
     print(
         f"overload: {overload.ok} answered, {overload.rejected} got 503, {overload.other} other "
-        f"(target 0); p99 of the answered {overload.percentile(99):.0f} ms"
+        f"({overload.summary()['other_kinds']}; target 0); "
+        f"p99 of the answered {overload.percentile(99):.0f} ms"
     )
     if args.json_out is not None:
         args.json_out.write_text(
-            json.dumps({"engine": asdict(engine), "levels": rows, "argv": sys.argv[1:]}, indent=2)
+            json.dumps(
+                {
+                    "engine": asdict(engine),
+                    "levels": rows,
+                    "argv": sys.argv[1:] if argv is None else argv,
+                },
+                indent=2,
+            )
         )
     return 0
 

@@ -45,6 +45,7 @@ from service.errors import (
     NotFoundError,
     NotReadyError,
     OverloadedError,
+    QueueFullError,
     ServiceError,
     ShuttingDownError,
     StartupError,
@@ -136,6 +137,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_batch_size=engine.max_batch_size,
         max_wait_s=settings.max_wait_ms / 1000.0,
         max_queue_size=settings.max_queue_size,
+        max_queue_wait_s=settings.max_queue_wait_ms / 1000.0,
         observer=state.metrics,
     )
     state.batcher = batcher
@@ -282,6 +284,13 @@ def _add_routes(app: FastAPI) -> None:
             raise OverloadedError(
                 f"{state.pending} requests are in progress, the most this service takes "
                 "(DAN_MAX_PENDING_REQUESTS); retry later"
+            )
+        wait = state.aligner.expected_wait()
+        if wait > settings.max_queue_wait_ms / 1000.0:
+            raise QueueFullError(
+                f"about {wait:.2f} s of inference is queued or being prepared, more than the "
+                f"{settings.max_queue_wait_ms:g} ms a face may wait (DAN_MAX_QUEUE_WAIT_MS); "
+                "retry later"
             )
         state.pending += 1
         try:

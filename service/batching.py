@@ -5,8 +5,11 @@ bounded queue. The worker takes up to ``max_batch_size`` items, waiting at most
 ``max_wait_s`` after the first one was queued for more to arrive, runs the
 batch function in its own thread (off the event loop) and sets one result per
 future. A full queue refuses at once (``QueueFullError``), and so does a queue
-whose expected wait (queued items x the recent inference time per item) would
-outlast the request's deadline; an item whose deadline passed before its batch
+whose expected wait (queued items x the recent inference time per item) passes
+``max_queue_wait_s`` or would outlast the request's deadline: a bound in time
+keeps the latency of accepted requests bounded however fast the hardware is,
+and as it counts only the work ahead, an idle queue always takes a request. An
+item whose deadline passed before its batch
 ran fails with ``DeadlineExceededError``; a batch that raises fails every
 future in it with ``InferenceFailedError`` and the worker goes on.
 """
@@ -73,6 +76,7 @@ class Batcher(Generic[In, Out]):
         max_batch_size: int,
         max_wait_s: float,
         max_queue_size: int,
+        max_queue_wait_s: float = float("inf"),
         executor: Executor | None = None,
         observer: BatchObserver | None = None,
     ) -> None:
@@ -82,10 +86,13 @@ class Batcher(Generic[In, Out]):
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
         if max_queue_size < 1:
             raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
+        if max_queue_wait_s <= 0:
+            raise ValueError(f"max_queue_wait_s must be > 0, got {max_queue_wait_s}")
         self._infer = infer
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue_size = max_queue_size
+        self.max_queue_wait_s = max_queue_wait_s
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._observer = observer
@@ -129,6 +136,12 @@ class Batcher(Generic[In, Out]):
             )
         loop = asyncio.get_running_loop()
         now = loop.time()
+        ahead = self.expected_wait()
+        if ahead > self.max_queue_wait_s:
+            raise QueueFullError(
+                f"the inference queue holds {len(self._items)} faces, about {ahead:.2f} s of work, "
+                f"more than the {self.max_queue_wait_s:.2f} s a face may wait; retry later"
+            )
         wait = self.expected_wait(len(values))
         if now + wait > deadline:
             raise QueueFullError(

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(
         default=64, ge=1, le=100_000, description="faces waiting for inference; beyond it: 503"
     )
+    max_queue_wait_ms: float = Field(
+        default=2_000.0,
+        gt=0.0,
+        le=600_000.0,
+        description="503 at once for a request when the inference ahead of it (faces queued and "
+        "in preparation x the recent time per face) passes this: bounds the latency of accepted "
+        "requests under overload on any hardware",
+    )
     max_pending_requests: int = Field(
         default=128, ge=1, le=100_000, description="/align requests in progress; beyond it: 503"
     )
@@ -167,6 +175,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"DAN_MAX_FACES ({self.max_faces}) must be at most DAN_MAX_QUEUE_SIZE "
                 f"({self.max_queue_size}): a request with that many faces could never be queued"
+            )
+        if self.max_queue_wait_ms > self.request_deadline_ms:
+            raise ValueError(
+                f"DAN_MAX_QUEUE_WAIT_MS ({self.max_queue_wait_ms:g}) must be at most "
+                f"DAN_REQUEST_DEADLINE_MS ({self.request_deadline_ms:g}): a face allowed to wait "
+                "longer than the deadline would be answered 504 instead of 503"
             )
         if self.gpu_fp16 and self.provider != "tensorrt":
             raise ValueError(

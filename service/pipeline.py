@@ -73,6 +73,11 @@ class Aligner:
         self.max_faces = max_faces
         self.executor = executor
         self.default_initialiser = default_initialiser
+        self.preparing = 0  # requests decoding or finding faces, their faces not yet queued
+
+    def expected_wait(self) -> float:
+        """Seconds of inference ahead of a new request: queued faces, one per request in preparation."""
+        return self.batcher.expected_wait(self.preparing)
 
     def check_box_count(self, boxes: Sequence[object] | None) -> None:
         if boxes is None:
@@ -95,9 +100,13 @@ class Aligner:
         self.check_box_count(boxes)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        decoded, initialiser, pending, detect_s = await loop.run_in_executor(
-            self.executor, self._prepare, image, boxes
-        )
+        self.preparing += 1
+        try:
+            decoded, initialiser, pending, detect_s = await loop.run_in_executor(
+                self.executor, self._prepare, image, boxes
+            )
+        finally:
+            self.preparing -= 1
         decode_s = loop.time() - started - (detect_s or 0.0)
         if loop.time() >= deadline:
             raise DeadlineExceededError(

@@ -34,3 +34,25 @@ def mean_shape() -> np.ndarray:
     root = require_data()
     samples = load_subset(root, "afw", read_box_csv(root / "boxes.csv"))[:50]
     return canonical_mean_shape(np.stack([s.landmarks for s in samples]))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, mean_shape: np.ndarray) -> Path:
+    """A small random 2-stage DAN exported by training.export, as the service reads it."""
+    import torch
+
+    from model.config import DANConfig
+    from model.dan import DAN
+    from training.export import export
+
+    torch.manual_seed(0)
+    model = DAN(
+        DANConfig(widths=(8, 8, 8, 8), num_stages=2),
+        mean_shape=torch.from_numpy(mean_shape).float(),
+        mean_image=torch.full((112, 112), 110.0),
+        std_image=torch.full((112, 112), 60.0),
+    )
+    model.eval()
+    path = tmp_path_factory.mktemp("models") / "tiny.onnx"
+    export(model, path, name="tiny", version="0.0.1")
+    return path

@@ -9,9 +9,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import httpx
 
@@ -66,3 +68,13 @@ class ServiceProcess:
                 self.process.kill()
                 self.process.wait()
         return int(self.process.returncode)
+
+    @contextmanager
+    def ready(self) -> Iterator[Self]:
+        """Ready for the ``with`` block; afterwards it must stop cleanly on SIGTERM (exit 0)."""
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            code = self.stop()
+            assert code == 0, f"service exited with {code} after SIGTERM:\n{self.log()}"

@@ -99,10 +99,7 @@ def container_service(
         process = subprocess.Popen(
             layout.cmd, cwd=layout.app, env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    running = ContainerService(process, log_path, venv=layout.venv, env=env, layout=layout)
-    try:
-        running.wait_ready()
+    with ContainerService(
+        process, log_path, venv=layout.venv, env=env, layout=layout
+    ).ready() as running:
         yield running
-    finally:
-        code = running.stop()
-        assert code == 0, f"service exited with {code} after SIGTERM:\n{running.log()}"

@@ -13,6 +13,8 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -84,6 +86,13 @@ def launch(log_dir: Path, **settings: object) -> RunningService:
     )
     log_file.close()
     return RunningService(process, log_path, port=port)
+
+
+@contextmanager
+def serving(log_dir: Path, **settings: object) -> Iterator[RunningService]:
+    """A ready service for the ``with`` block; afterwards it must stop cleanly (exit code 0)."""
+    with launch(log_dir, **settings).ready() as running:
+        yield running
 
 
 def run_to_exit(log_dir: Path, timeout: float = 60.0, **settings: object) -> tuple[int, str]:

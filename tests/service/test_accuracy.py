@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from service_support import REPO, RunningService, launch, reference_session
+from service_support import REPO, RunningService, reference_session, serving
 
 from training.dataset import Sample
 from training.metrics import normalised_errors
@@ -27,13 +27,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def released(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     # No DAN_MODEL_PATH: the released model is the default.
-    running = launch(tmp_path_factory.mktemp("released-service"))
-    try:
-        running.wait_ready()
+    with serving(tmp_path_factory.mktemp("released-service")) as running:
         yield running
-    finally:
-        code = running.stop()
-        assert code == 0, running.log()
 
 
 def test_released_model_landmarks_are_close_to_the_ground_truth(

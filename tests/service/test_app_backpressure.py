@@ -1,10 +1,12 @@
-"""Back-pressure in a real server: a full queue and too many requests get 503 at once, late 504.
+"""Back-pressure in real servers: a full queue and too many requests get 503 at once, late 504.
 
-A server with a one-face batch, a queue of four faces, two requests in
+A tight server with a one-face batch, a queue of four faces, two requests in
 progress at most and a 1 s deadline. The tiny model takes tens of ms per
 face on CPU, so a request's four queued faces keep the queue full while a
 request decoded alongside it tries to queue its own; uploads that trickle in
-slower than the deadline hold request slots and then get 504.
+slower than the deadline hold request slots and then get 504. An impatient
+server lets a face wait 1 ms at most, so any work ahead of a request turns it
+away at once, and an idle one takes it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from service_support import RunningService, launch
+from service_support import RunningService, serving
 
 from training.dataset import Sample
 
@@ -30,19 +32,28 @@ TIGHT = {
     "max_wait_ms": 0,
     "max_pending_requests": 2,
     "request_deadline_ms": 1000,
+    "max_queue_wait_ms": 1000,
     "retry_after_s": RETRY_AFTER_S,
 }
+IMPATIENT = {"max_batch_size": 1, "max_wait_ms": 0, "max_queue_wait_ms": 1}
 
 
 @pytest.fixture(scope="module")
 def tight(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    running = launch(tmp_path_factory.mktemp("tight-service"), model_path=tiny_model, **TIGHT)
-    try:
-        running.wait_ready()
+    with serving(
+        tmp_path_factory.mktemp("tight-service"), model_path=tiny_model, **TIGHT
+    ) as running:
         yield running
-    finally:
-        code = running.stop()
-        assert code == 0, running.log()
+
+
+@pytest.fixture(scope="module")
+def impatient(
+    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningService]:
+    with serving(
+        tmp_path_factory.mktemp("impatient"), model_path=tiny_model, **IMPATIENT
+    ) as running:
+        yield running
 
 
 def post(url: str, data: bytes, boxes: list[list[float]]) -> httpx.Response:
@@ -81,15 +92,20 @@ def test_a_full_queue_answers_503_at_once(tight: RunningService, test_faces: lis
     sample = test_faces[0]
     data = sample.image_path.read_bytes()
     four = [sample.detector_box.tolist()] * 4  # fills the queue on its own
-    for _ in range(3):  # two uploads decoded side by side; one of them finds the queue full
+    for _ in range(10):  # two uploads decoded side by side; one of them finds the queue full
         answers = together(tight.url, [(data, four), (data, four)])
         codes = sorted(a.status_code for a in answers)
-        if codes != [200, 200]:
+        # 504: on a machine too busy for the 1 s deadline; try again
+        assert set(codes) <= {200, 503, 504}, [a.text for a in answers]
+        if codes == [200, 503]:
             break
-    assert codes == [200, 503], [a.text for a in answers]
+    assert codes == [200, 503], "ten pairs of requests never overlapped in the queue"
     rejected = next(a for a in answers if a.status_code == 503)
     assert_retry_later(rejected, "queue_full")
-    assert "cannot take 4 more" in rejected.json()["detail"]
+    # Full (64 faces), or (on a slow, busy machine) more work queued than the 1 s a face may wait.
+    assert any(
+        reason in rejected.json()["detail"] for reason in ("cannot take 4 more", "may wait")
+    ), rejected.text
     accepted = next(a for a in answers if a.status_code == 200)
     assert len(accepted.json()["faces"]) == 4
     assert rejected.elapsed < accepted.elapsed  # refused at once, not after waiting
@@ -141,3 +157,27 @@ def test_too_many_requests_get_503_at_once_and_late_ones_504(
     }
     assert errors["deadline_exceeded"] == 2
     assert errors["overloaded"] == 1
+
+
+def test_work_ahead_longer_than_the_longest_wait_gets_503_at_once(
+    impatient: RunningService, test_faces: list[Sample]
+) -> None:
+    sample = test_faces[0]
+    data = sample.image_path.read_bytes()
+    one, four = [sample.detector_box.tolist()], [sample.detector_box.tolist()] * 4
+    first = post(impatient.url, data, one)  # an idle queue always takes a request
+    assert first.status_code == 200, first.text
+    for _ in range(10):  # the second arrives while the first is decoded or queued: turned away
+        answers = together(impatient.url, [(data, four), (data, four)], gap_s=0.05)
+        codes = sorted(a.status_code for a in answers)
+        assert codes in ([200, 200], [200, 503]), [a.text for a in answers]
+        if codes == [200, 503]:
+            break
+    assert codes == [200, 503], "ten pairs of requests never overlapped"
+    rejected = next(a for a in answers if a.status_code == 503)
+    accepted = next(a for a in answers if a.status_code == 200)
+    assert rejected.json()["error"] == "queue_full"
+    assert "a face may wait" in rejected.json()["detail"], rejected.text
+    assert rejected.elapsed < accepted.elapsed  # refused at once, not after waiting
+    again = post(impatient.url, data, one)  # idle again: taken
+    assert again.status_code == 200, again.text

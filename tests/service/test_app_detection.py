@@ -21,7 +21,7 @@ import onnxruntime as ort
 import pytest
 from group_photo import group_photo
 from PIL import Image
-from service_support import RunningService, launch, reference_landmarks, reference_session
+from service_support import RunningService, reference_landmarks, reference_session, serving
 
 from service.detectors.calibration import box_iou
 from service.detectors.centerface import CenterFace
@@ -37,20 +37,15 @@ THRESHOLD = 0.5
 def detecting_service(
     tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningService]:
-    running = launch(
+    with serving(
         tmp_path_factory.mktemp("detecting-service"),
         model_path=tiny_model,
         detector="centerface",
         detector_threshold=THRESHOLD,
         max_faces=MAX_FACES,
         max_batch_size=4,
-    )
-    try:
-        running.wait_ready()
+    ) as running:
         yield running
-    finally:
-        code = running.stop()
-        assert code == 0, f"service exited with {code}:\n{running.log()}"
 
 
 @pytest.fixture(scope="module")

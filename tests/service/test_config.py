@@ -99,6 +99,13 @@ def test_inconsistent_values_are_refused(monkeypatch: pytest.MonkeyPatch, model_
     assert "DAN_MAX_FACES (10) must be at most DAN_MAX_QUEUE_SIZE (5)" in refusal()
     monkeypatch.delenv("DAN_MAX_FACES")
     monkeypatch.delenv("DAN_MAX_QUEUE_SIZE")
+    monkeypatch.setenv("DAN_MAX_QUEUE_WAIT_MS", "3000")
+    monkeypatch.setenv("DAN_REQUEST_DEADLINE_MS", "2000")
+    assert (
+        "DAN_MAX_QUEUE_WAIT_MS (3000) must be at most DAN_REQUEST_DEADLINE_MS (2000)" in refusal()
+    )
+    monkeypatch.delenv("DAN_MAX_QUEUE_WAIT_MS")
+    monkeypatch.delenv("DAN_REQUEST_DEADLINE_MS")
     monkeypatch.setenv("DAN_GPU_FP16", "true")
     assert "DAN_GPU_FP16 needs DAN_PROVIDER=tensorrt" in refusal()
 

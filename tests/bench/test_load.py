@@ -1,0 +1,37 @@
+"""The load generator runs end to end against a real service (a smoke run, no speed targets)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.load import main
+
+
+def test_load_reports_every_level_and_the_overload(
+    tiny_model: Path, data_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "load.json"
+    code = main(
+        [
+            f"--model={tiny_model}",
+            f"--data-root={data_root}",
+            "--images=3",
+            "--levels=1,2",
+            "--duration=2",
+            "--warmup=0.2",
+            "--engine-seconds=1",
+            "--overload=2",
+            "--overload-duration=1",
+            f"--json-out={out}",
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["engine"]["faces_per_s"] > 0
+    levels = {row["name"]: row for row in report["levels"]}
+    for name in ("c=1", "c=2"):
+        assert levels[name]["ok"] > 0, levels[name]
+        assert levels[name]["other"] == 0, levels[name]
+    (overload,) = (row for name, row in levels.items() if "overload" in name)
+    assert overload["ok"] + overload["rejected_503"] + overload["other"] > 0
