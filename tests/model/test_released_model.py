@@ -19,7 +19,7 @@ RELEASED_MODEL = Path(__file__).resolve().parents[2] / "model" / "dan-300w.onnx"
 
 # Inter-ocular mean error of the released model on the first 5 common-test images
 # (lfpw/testset), initialised from boxes.csv: measured at release, plus a margin.
-MEASURED_5_IMAGES = {"stage 1": 0.0776, "stage 2": 0.0559}
+MEASURED_5_IMAGES = {"stage 1": 0.0727, "stage 2": 0.0468}  # v1.1.0
 MARGIN = 1.15
 
 pytestmark = pytest.mark.skipif(not RELEASED_MODEL.is_file(), reason=f"{RELEASED_MODEL} not found")
@@ -31,7 +31,8 @@ def test_released_file_is_compact_and_self_describing() -> None:
     assert meta["dan.weights_dtype"] == "float16" and meta["dan.num_stages"] == "2"
     common = json.loads(meta["dan.accuracy"])["common"]
     assert common["images"] == 554 and common["boxes"] == "file"
-    assert common["inter_ocular"] <= 0.06  # issue 3's acceptance bound
+    assert common["inter_ocular"] <= 0.045  # issue 7's acceptance bound (4.35% measured, v1.1.0)
+    assert common["failure_0_08"] <= 0.03
 
 
 def test_error_on_five_common_test_images_stays_below_the_release_bound(data_root: Path) -> None:
