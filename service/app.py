@@ -45,7 +45,6 @@ from service.errors import (
     NotFoundError,
     NotReadyError,
     OverloadedError,
-    QueueFullError,
     ServiceError,
     ShuttingDownError,
     StartupError,
@@ -285,13 +284,7 @@ def _add_routes(app: FastAPI) -> None:
                 f"{state.pending} requests are in progress, the most this service takes "
                 "(DAN_MAX_PENDING_REQUESTS); retry later"
             )
-        wait = state.aligner.expected_wait()
-        if wait > settings.max_queue_wait_ms / 1000.0:
-            raise QueueFullError(
-                f"about {wait:.2f} s of inference is queued or being prepared, more than the "
-                f"{settings.max_queue_wait_ms:g} ms a face may wait (DAN_MAX_QUEUE_WAIT_MS); "
-                "retry later"
-            )
+        state.aligner.check_wait()  # before decoding: a refusal costs nothing
         state.pending += 1
         try:
             async with asyncio.timeout_at(deadline):

@@ -123,6 +123,17 @@ class Batcher(Generic[In, Out]):
             raise RuntimeError("the batcher was already started")
         self._task = asyncio.get_running_loop().create_task(self._work(), name="batcher")
 
+    def check_wait(self, arriving: int = 0) -> None:
+        """``QueueFullError`` if the work ahead (queued items, plus ``arriving`` more on their
+        way) passes ``max_queue_wait_s``."""
+        ahead = self.expected_wait(arriving)
+        if ahead > self.max_queue_wait_s:
+            raise QueueFullError(
+                f"the inference queue holds {len(self._items)} faces (and {arriving} more are on "
+                f"their way), about {ahead:.2f} s of work, more than the "
+                f"{self.max_queue_wait_s:.2f} s a face may wait; retry later"
+            )
+
     def submit_many(
         self, values: Sequence[In], deadline: float
     ) -> list[asyncio.Future[Completed[Out]]]:
@@ -136,12 +147,7 @@ class Batcher(Generic[In, Out]):
             )
         loop = asyncio.get_running_loop()
         now = loop.time()
-        ahead = self.expected_wait()
-        if ahead > self.max_queue_wait_s:
-            raise QueueFullError(
-                f"the inference queue holds {len(self._items)} faces, about {ahead:.2f} s of work, "
-                f"more than the {self.max_queue_wait_s:.2f} s a face may wait; retry later"
-            )
+        self.check_wait()
         wait = self.expected_wait(len(values))
         if now + wait > deadline:
             raise QueueFullError(

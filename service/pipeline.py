@@ -75,9 +75,10 @@ class Aligner:
         self.default_initialiser = default_initialiser
         self.preparing = 0  # requests decoding or finding faces, their faces not yet queued
 
-    def expected_wait(self) -> float:
-        """Seconds of inference ahead of a new request: queued faces, one per request in preparation."""
-        return self.batcher.expected_wait(self.preparing)
+    def check_wait(self) -> None:
+        """Refuse a new request (``QueueFullError``) when the inference ahead of it, queued faces
+        and one per request in preparation, is longer than a face may wait."""
+        self.batcher.check_wait(arriving=self.preparing)
 
     def check_box_count(self, boxes: Sequence[object] | None) -> None:
         if boxes is None:
