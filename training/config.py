@@ -1,12 +1,51 @@
-"""Training configuration: one dataclass, one argparse parser with help on every flag."""
+"""Training configuration: one typed dataclass, one argparse parser with help on every flag.
+
+``TrainConfig.check`` holds every range and consistency rule, so a config built
+in code is held to the same rules as one parsed from the command line. Flags can
+also come from an args file (``@training/recipes/dan-300w-half.args``: one flag
+or value per line, ``#`` comments), which is how the release recipe is checked in.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass, field
+import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+
+BoxChoice = Literal["landmarks", "file"]
+HeatmapChoice = Literal["radius", "window"]
+ScheduleChoice = Literal["constant", "cosine"]
+LossChoice = Literal["inter_pupil", "wing"]
+AmpChoice = Literal["auto", "bf16", "fp16", "off"]
+ToggleChoice = Literal["auto", "on", "off"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+# Fields a resumed run may change: where things are and how much longer it may run. Every
+# other field must equal the checkpoint's, or the resumed run would be a different run.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "data_root",
+        "box_file",
+        "output_dir",
+        "stage_steps",
+        "stage_minutes",
+        "finetune_steps",
+        "finetune_minutes",
+        "threads",
+        "init",
+        "resume",
+        "progress",
+        "log_level",
+    }
+)
+
+
+class ConfigError(ValueError):
+    """A training option is out of range or inconsistent with another."""
 
 
 @dataclass
@@ -14,14 +53,14 @@ class TrainConfig:
     data_root: Path = Path("../shared/data/300w")
     box_file: Path | None = None
     output_dir: Path = Path("runs/dan")
-    train_boxes: str = "landmarks"
-    val_boxes: str = "file"
+    train_boxes: BoxChoice = "landmarks"
+    val_boxes: BoxChoice = "file"
     val_count: int = 100
     seed: int = 0
     # network
     num_stages: int = 2
     widths: tuple[int, ...] = (64, 128, 256, 512)
-    heatmap_support: str = "radius"
+    heatmap_support: HeatmapChoice = "radius"
     # schedule: phases "stage 1", ..., "stage N", then optional end-to-end fine-tuning
     stages: tuple[int, ...] = (1, 2)
     stage_steps: tuple[int, ...] = (20000, 20000)
@@ -31,10 +70,11 @@ class TrainConfig:
     finetune_lr: float = 1e-4
     batch_size: int = 64
     lr: float = 1e-3
-    schedule: str = "constant"
+    schedule: ScheduleChoice = "constant"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.01
     weight_decay: float = 0.0
+    loss: LossChoice = "inter_pupil"
     patience: int = 0
     # augmentation
     rotation_sd: float = 20.0
@@ -44,26 +84,121 @@ class TrainConfig:
     norm_crops_per_image: int = 2
     # bookkeeping
     val_every: int = 200
-    amp: str = "auto"
-    channels_last: str = "auto"
+    amp: AmpChoice = "auto"
+    channels_last: ToggleChoice = "auto"
     threads: int = 0
     init: Path | None = None
     resume: Path | None = None
     progress: bool = True
-    log_level: str = "INFO"
-    extra: dict[str, Any] = field(default_factory=dict)
+    log_level: LogLevel = "INFO"
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (paths as strings, tuples as lists)."""
+        out: dict[str, Any] = {}
+        for k, v in dataclasses.asdict(self).items():
+            out[k] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+        return out
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first option out of range or inconsistent."""
+        _positive("--val-every", self.val_every)
+        _positive("--batch-size", self.batch_size)
+        _positive("--num-stages", self.num_stages)
+        _positive("--norm-crops-per-image", self.norm_crops_per_image)
+        _at_least("--val-count", self.val_count, 1)
+        _at_least("--warmup-steps", self.warmup_steps, 0)
+        _at_least("--finetune-steps", self.finetune_steps, 0)
+        _at_least("--patience", self.patience, 0)
+        _at_least("--threads", self.threads, 0)
+        for name, value in (
+            ("--lr", self.lr),
+            ("--finetune-lr", self.finetune_lr),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+        for name, value in (
+            ("--weight-decay", self.weight_decay),
+            ("--rotation-sd", self.rotation_sd),
+            ("--scale-sd", self.scale_sd),
+            ("--translation-sd", self.translation_sd),
+            ("--finetune-minutes", self.finetune_minutes),
+        ):
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not self.widths or any(w < 1 for w in self.widths):
+            raise ConfigError(f"--widths needs positive conv widths, got {list(self.widths)}")
+        if not self.stages:
+            raise ConfigError("--stages needs at least one stage")
+        if any(not 1 <= s <= self.num_stages for s in self.stages):
+            raise ConfigError(
+                f"--stages must be in [1, {self.num_stages}], got {list(self.stages)}"
+            )
+        if len(self.stage_steps) != len(self.stages):
+            raise ConfigError(
+                f"--stage-steps needs one value per --stages entry ({len(self.stages)}), "
+                f"got {len(self.stage_steps)}"
+            )
+        if any(s < 1 for s in self.stage_steps):
+            raise ConfigError(f"--stage-steps must be >= 1, got {list(self.stage_steps)}")
+        if self.stage_minutes and len(self.stage_minutes) != len(self.stages):
+            raise ConfigError(
+                f"--stage-minutes needs one value per --stages entry ({len(self.stages)}), "
+                f"got {len(self.stage_minutes)}"
+            )
+        if any(not (math.isfinite(m) and m >= 0) for m in self.stage_minutes):
+            raise ConfigError(f"--stage-minutes must be >= 0, got {list(self.stage_minutes)}")
+        if self.init is not None and self.resume is not None:
+            raise ConfigError("--init and --resume exclude each other: a resume has its weights")
+        for flag, choice, choices in (
+            ("--train-boxes", self.train_boxes, BoxChoice),
+            ("--val-boxes", self.val_boxes, BoxChoice),
+            ("--heatmap-support", self.heatmap_support, HeatmapChoice),
+            ("--schedule", self.schedule, ScheduleChoice),
+            ("--loss", self.loss, LossChoice),
+            ("--amp", self.amp, AmpChoice),
+            ("--channels-last", self.channels_last, ToggleChoice),
+            ("--log-level", self.log_level, LogLevel),
+        ):
+            if choice not in get_args(choices):
+                raise ConfigError(
+                    f"{flag} must be one of {list(get_args(choices))}, got {choice!r}"
+                )
+
+    def differences_from(self, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """Fields (other than ``RESUMABLE_CHANGES``) whose value differs from a saved config."""
+        mine = self.to_dict()
+        theirs = json.loads(json.dumps(saved, default=str))  # tuples -> lists, as ours
         return {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()
+            k: (theirs.get(k), v)
+            for k, v in mine.items()
+            if k not in RESUMABLE_CHANGES and theirs.get(k) != v
         }
+
+
+def _positive(name: str, value: int) -> None:
+    _at_least(name, value, 1)
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{name} must be >= {low}, got {value}")
+
+
+class _ArgsFileParser(argparse.ArgumentParser):
+    """argparse reading ``@FILE`` args files with several words per line and ``#`` comments."""
+
+    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
+        return arg_line.split("#", 1)[0].split()
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(
-        description="Train DAN on 300-W stage by stage.",
+    p = _ArgsFileParser(
+        description="Train DAN on 300-W stage by stage. Flags may come from an args file: @FILE.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        fromfile_prefix_chars="@",
     )
     a = p.add_argument
     a("--data-root", type=Path, default=d.data_root, help="300-W root in the official layout")
@@ -76,13 +211,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--output-dir", type=Path, default=d.output_dir, help="where checkpoints and logs go")
     a(
         "--train-boxes",
-        choices=("landmarks", "file"),
+        choices=get_args(BoxChoice),
         default=d.train_boxes,
         help="face boxes of the training crops (paper: landmarks)",
     )
     a(
         "--val-boxes",
-        choices=("landmarks", "file"),
+        choices=get_args(BoxChoice),
         default=d.val_boxes,
         help="face boxes of the validation crops (paper: detector boxes from the file)",
     )
@@ -103,7 +238,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     a(
         "--heatmap-support",
-        choices=("radius", "window"),
+        choices=get_args(HeatmapChoice),
         default=d.heatmap_support,
         help="heatmap support: paper's radius 16 or reference code's 17x17 window",
     )
@@ -146,11 +281,16 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=d.finetune_lr,
         help="peak learning rate of the fine-tuning",
     )
-    a("--batch-size", type=int, default=d.batch_size, help="faces per optimizer step")
+    a(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help="faces per optimizer step, over all processes of a distributed run",
+    )
     a("--lr", type=float, default=d.lr, help="Adam learning rate (peak, with a schedule)")
     a(
         "--schedule",
-        choices=("constant", "cosine"),
+        choices=get_args(ScheduleChoice),
         default=d.schedule,
         help="learning-rate schedule within each phase",
     )
@@ -167,6 +307,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="final learning rate of the cosine schedule, as a fraction of the peak",
     )
     a("--weight-decay", type=float, default=d.weight_decay, help="Adam weight decay")
+    a(
+        "--loss",
+        choices=get_args(LossChoice),
+        default=d.loss,
+        help="training loss: the paper's inter-pupil normalised error (eq. 4) or a Wing loss on it",
+    )
     a(
         "--patience",
         type=int,
@@ -193,16 +339,16 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=d.norm_crops_per_image,
         help="perturbed crops per image used to compute the mean and std images",
     )
-    a("--val-every", type=int, default=d.val_every, help="validate every this many steps")
+    a("--val-every", type=int, default=d.val_every, help="validate every this many steps (>= 1)")
     a(
         "--amp",
-        choices=("auto", "bf16", "fp16", "off"),
+        choices=get_args(AmpChoice),
         default=d.amp,
         help="mixed precision: auto = fp16 on CUDA, bf16 on CPUs with native bf16 (AVX-512 BF16/AMX), else fp32",
     )
     a(
         "--channels-last",
-        choices=("auto", "on", "off"),
+        choices=get_args(ToggleChoice),
         default=d.channels_last,
         help="channels-last memory format: auto = on with mixed precision (measured faster), off in fp32 (measured slower on AVX2)",
     )
@@ -213,11 +359,16 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="start from these weights: a checkpoint (.pt) or an exported model (.onnx)",
     )
-    a("--resume", type=Path, default=None, help="resume an interrupted run from its last.pt")
+    a(
+        "--resume",
+        type=Path,
+        default=None,
+        help="resume an interrupted run from its last.pt (other flags must match the run's)",
+    )
     a("--no-progress", dest="progress", action="store_false", help="no progress bar")
     a(
         "--log-level",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        choices=get_args(LogLevel),
         default=d.log_level,
         help="logging level",
     )
@@ -225,19 +376,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
-    ns = get_args_parser().parse_args(argv)
-    values = vars(ns)
+    """Parse and check the command line; a bad value exits with argparse's usage message."""
+    parser = get_args_parser()
+    values = vars(parser.parse_args(argv))
     for key in ("widths", "stages", "stage_steps", "stage_minutes"):
         values[key] = tuple(values[key])
     cfg = TrainConfig(**values)
-    if len(cfg.stage_steps) != len(cfg.stages):
-        raise SystemExit(
-            f"--stage-steps needs one value per --stages entry ({len(cfg.stages)}), got {len(cfg.stage_steps)}"
-        )
-    if cfg.stage_minutes and len(cfg.stage_minutes) != len(cfg.stages):
-        raise SystemExit(
-            f"--stage-minutes needs one value per --stages entry ({len(cfg.stages)}), got {len(cfg.stage_minutes)}"
-        )
-    if any(not 1 <= s <= cfg.num_stages for s in cfg.stages):
-        raise SystemExit(f"--stages must be in [1, {cfg.num_stages}], got {list(cfg.stages)}")
+    try:
+        cfg.check()
+    except ConfigError as e:
+        parser.error(str(e))
     return cfg

@@ -1,15 +1,23 @@
 """Train DAN on 300-W, stage by stage (the paper's procedure).
 
-    python -m training.train --data-root ../shared/data/300w --output-dir runs/dan
+    python -m training.train @training/recipes/dan-300w-half.args \
+        --data-root ../shared/data/300w --output-dir runs/dan
 
-Stage 1 trains alone; then each later stage trains with the earlier ones
-frozen; optionally all stages are fine-tuned end to end. Every phase has a
-step limit and optionally a wall-clock budget: the learning-rate schedule
-anneals over whichever runs out first, so a run can be planned to fit the time
-available. Validation (100 held-out training images, detector boxes) runs every
-``--val-every`` steps; the best weights of each phase are kept. ``last.pt``
-resumes an interrupted run (``--resume``); ``--init`` starts from a checkpoint
-or from an exported ``.onnx`` model.
+``training/recipes/dan-300w-half.args`` is the release recipe (the model card
+names it); any flag after it overrides it. Stage 1 trains alone; then each later
+stage trains with the earlier ones frozen; optionally all stages are fine-tuned
+end to end. Every phase has a step limit and optionally a wall-clock budget: the
+learning-rate schedule anneals over whichever runs out first, so a run can be
+planned to fit the time available. Validation (100 held-out training images,
+detector boxes) runs every ``--val-every`` steps; the best weights of each phase
+are kept. ``last.pt`` resumes an interrupted run (``--resume``, with the run's
+own flags; its random-number state included); ``--init`` starts from a
+checkpoint or from an exported ``.onnx`` model. Under ``torchrun
+--nproc-per-node N`` the same command trains data-parallel
+(``training.distributed``).
+
+The shape of the file follows the torchvision reference scripts: ``load_data``,
+``build_or_resume_model``, ``train_one_phase``, ``validate``, ``train``.
 """
 
 from __future__ import annotations
@@ -20,21 +28,24 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model.config import DANConfig
 from model.dan import DAN
 from model.landmarks import mirror_landmarks
+from training import distributed
 from training.augment import CropSampler, Face, Perturbation, make_crop
 from training.checkpoint import init_from, load_checkpoint, save_checkpoint
-from training.config import TrainConfig, parse_config
+from training.config import ConfigError, TrainConfig, parse_config
 from training.dataset import Sample, holdout, load_split, read_gray
+from training.distributed import Distributed
 from training.losses import landmark_loss
 from training.mean_shape import canonical_mean_shape
 from training.metrics import normalised_errors
@@ -42,7 +53,7 @@ from training.metrics import normalised_errors
 log = logging.getLogger("training.train")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Phase:
     name: str  # "stage1", "stage2", ..., "finetune"
     trained: tuple[int, ...]  # 0-based stages whose weights move
@@ -53,9 +64,42 @@ class Phase:
 
 
 @dataclass
+class TrainingData:
+    """Decoded training and validation faces."""
+
+    train: list[Face]
+    val: list[Face]
+    val_names: list[str]
+
+
+@dataclass
 class ValidationSet:
     images: torch.Tensor  # (M, 1, S, S) uint8
     targets: np.ndarray  # (M, 68, 2) crop pixels
+
+
+@dataclass
+class Run:
+    """Everything a phase needs that stays the same across phases."""
+
+    cfg: TrainConfig
+    model: DAN
+    dist: Distributed
+    sampler: CropSampler
+    val: ValidationSet
+    log_path: Path
+
+
+@dataclass
+class PhaseState:
+    """Where a phase stands: saved in every checkpoint, restored by ``--resume``."""
+
+    step: int = 0
+    best: float = math.inf
+    stale: int = 0
+    elapsed: float = 0.0
+    optimizer: dict[str, Any] | None = None
+    rng: list[dict[str, Any]] = field(default_factory=list)  # one per process
 
 
 def build_phases(cfg: TrainConfig) -> list[Phase]:
@@ -80,10 +124,38 @@ def build_phases(cfg: TrainConfig) -> list[Phase]:
 
 
 def decode_faces(samples: list[Sample], box_source: str) -> list[Face]:
-    faces = []
-    for s in samples:
-        faces.append(Face(read_gray(s.image_path), s.landmarks, s.box(box_source)))  # type: ignore[arg-type]
-    return faces
+    return [Face(read_gray(s.image_path), s.landmarks, s.box(box_source)) for s in samples]  # type: ignore[arg-type]
+
+
+def load_data(cfg: TrainConfig) -> TrainingData:
+    """The training split minus ``--val-count`` held-out images (seeded), decoded."""
+    split = load_split(cfg.data_root, "training", cfg.box_file)
+    if not split.samples:
+        raise SystemExit(f"no training images under {cfg.data_root} (looked for {split.absent})")
+    train_samples, val_samples = holdout(split.samples, cfg.val_count, cfg.seed)
+    log.info(
+        "training on %d images (%s), validating on %d",
+        len(train_samples),
+        ", ".join(split.present),
+        len(val_samples),
+    )
+    t0 = time.perf_counter()
+    data = TrainingData(
+        decode_faces(train_samples, cfg.train_boxes),
+        decode_faces(val_samples, cfg.val_boxes),
+        [s.name for s in val_samples],
+    )
+    log.info("decoded %d images in %.1f s", len(split.samples), time.perf_counter() - t0)
+    return data
+
+
+def perturbation_of(cfg: TrainConfig) -> Perturbation:
+    return Perturbation(
+        cfg.rotation_sd,
+        cfg.scale_sd,
+        cfg.translation_sd,
+        mirror_probability=0.5 if cfg.mirror else 0.0,
+    )
 
 
 def normalisation_images(
@@ -104,6 +176,53 @@ def normalisation_images(
     mean = acc / total
     std = np.sqrt(np.maximum(acc2 / total - mean * mean, 0.0))
     return mean, np.maximum(std, 1.0)
+
+
+def build_or_resume_model(
+    cfg: TrainConfig, data: TrainingData
+) -> tuple[DAN, dict[str, Any] | None]:
+    """The model of ``--resume`` (with its training state), or a new one (``--init`` weights).
+
+    A new model gets its mean shape (Procrustes over the training shapes and
+    their mirror images) and per-pixel normalisation from the training faces.
+    """
+    if cfg.resume is not None:
+        saved = load_checkpoint(cfg.resume)
+        differences = cfg.differences_from(saved.get("train_config", {}))
+        if differences:
+            listed = ", ".join(
+                f"{k}: run {old!r}, now {new!r}" for k, (old, new) in differences.items()
+            )
+            raise ConfigError(
+                f"--resume {cfg.resume} was made with other flags ({listed}); "
+                "resume with the run's own flags or start a new run with --init"
+            )
+        model = DAN(DANConfig.from_dict(saved["model_config"]))
+        model.load_state_dict(saved["model"])
+        return model, saved
+    config = DANConfig(
+        num_stages=cfg.num_stages,
+        widths=cfg.widths,
+        heatmap_support=cfg.heatmap_support,
+    )
+    shapes = np.stack([f.landmarks for f in data.train])
+    if cfg.mirror:
+        mirrored = [mirror_landmarks(f.landmarks, f.image.shape[1]) for f in data.train]
+        shapes = np.concatenate([shapes, np.stack(mirrored)])
+    mean_shape = canonical_mean_shape(shapes, config.image_size)
+    stats = CropSampler(
+        data.train, mean_shape, config.image_size, perturbation_of(cfg), cfg.seed + 1
+    )
+    mean_image, std_image = normalisation_images(stats, cfg.norm_crops_per_image)
+    model = DAN(
+        config,
+        torch.from_numpy(mean_shape).float(),
+        torch.from_numpy(mean_image).float(),
+        torch.from_numpy(std_image).float(),
+    )
+    if cfg.init is not None:
+        init_from(model, cfg.init)
+    return model, None
 
 
 def validation_set(faces: list[Face], mean_shape: np.ndarray, size: int) -> ValidationSet:
@@ -138,32 +257,35 @@ def autocast_context(
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def to_input(
+    images: np.ndarray | torch.Tensor, cfg: TrainConfig, device: torch.device
+) -> torch.Tensor:
+    """uint8 crops (B, 1, S, S) -> float tensor on ``device`` in the training memory format."""
+    x = torch.as_tensor(images).to(device, non_blocking=True).float()
+    if use_channels_last(cfg, device):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 @torch.inference_mode()
-def evaluate(
-    model: DAN, val: ValidationSet, device: torch.device, cfg: TrainConfig, run: int
+def validate(
+    model: DAN, val: ValidationSet, cfg: TrainConfig, device: torch.device, run: int
 ) -> dict[str, float]:
     """Validation errors (inter-ocular and inter-pupil mean, fractions) of every stage up to ``run``."""
     was_training = model.training
     model.eval()
     outputs: list[list[np.ndarray]] = [[] for _ in range(run)]
     for i in range(0, len(val.images), 64):
-        x = val.images[i : i + 64].to(device).float()
-        if use_channels_last(cfg, device):
-            x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(cfg, device):
-            shapes = model(x, num_stages=run)
+            shapes = model(to_input(val.images[i : i + 64], cfg, device), num_stages=run)
         for k, s in enumerate(shapes):
             outputs[k].append(s.float().cpu().numpy())
     model.train(was_training)
     result = {}
     for k, out in enumerate(outputs):
         pred = np.concatenate(out).astype(np.float64)
-        result[f"stage{k + 1}_io"] = float(
-            normalised_errors(pred, val.targets, "inter_ocular").mean()
-        )
-        result[f"stage{k + 1}_ip"] = float(
-            normalised_errors(pred, val.targets, "inter_pupil").mean()
-        )
+        for norm, key in (("inter_ocular", "io"), ("inter_pupil", "ip")):
+            result[f"stage{k + 1}_{key}"] = float(normalised_errors(pred, val.targets, norm).mean())
     return result
 
 
@@ -186,233 +308,205 @@ def batches(
         yield images, targets, time.perf_counter() - t0
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Run every phase; returns the path of the final best checkpoint."""
-    torch.manual_seed(cfg.seed)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    out = cfg.output_dir
-    out.mkdir(parents=True, exist_ok=True)
+def rng_state(sampler: CropSampler) -> dict[str, Any]:
+    """This process's random-number state: the crop sampler's and torch's (dropout)."""
+    state: dict[str, Any] = {
+        "sampler": sampler.rng.bit_generator.state,
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
-    split = load_split(cfg.data_root, "training", cfg.box_file)
-    if not split.samples:
-        raise SystemExit(f"no training images under {cfg.data_root} (looked for {split.absent})")
-    train_samples, val_samples = holdout(split.samples, cfg.val_count, cfg.seed)
-    (out / "validation_images.txt").write_text("\n".join(s.name for s in val_samples) + "\n")
-    log.info(
-        "training on %d images (%s), validating on %d",
-        len(train_samples),
-        ", ".join(split.present),
-        len(val_samples),
+
+def restore_rng(sampler: CropSampler, state: dict[str, Any]) -> None:
+    sampler.rng.bit_generator.state = state["sampler"]
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def phase_state_of(saved: dict[str, Any]) -> PhaseState:
+    return PhaseState(
+        step=saved["step"],
+        best=saved["best"],
+        stale=saved["stale"],
+        elapsed=saved["elapsed"],
+        optimizer=saved.get("optimizer"),
+        rng=saved.get("rng", []),
     )
 
-    t0 = time.perf_counter()
-    train_faces = decode_faces(train_samples, cfg.train_boxes)
-    val_faces = decode_faces(val_samples, cfg.val_boxes)
-    log.info(
-        "decoded %d images in %.1f s", len(train_faces) + len(val_faces), time.perf_counter() - t0
-    )
 
-    perturbation = Perturbation(
-        cfg.rotation_sd,
-        cfg.scale_sd,
-        cfg.translation_sd,
-        mirror_probability=0.5 if cfg.mirror else 0.0,
-    )
-    resume = load_checkpoint(cfg.resume) if cfg.resume else None
-    if resume is not None:
-        model = DAN(DANConfig.from_dict(resume["model_config"]))
-        model.load_state_dict(resume["model"])
-    else:
-        model_config = DANConfig(
-            num_stages=cfg.num_stages,
-            widths=cfg.widths,
-            heatmap_support=cfg.heatmap_support,  # type: ignore[arg-type]  # argparse checks the choices
-        )
-        shapes = np.stack([f.landmarks for f in train_faces])
-        if cfg.mirror:
-            shapes = np.concatenate(
-                [
-                    shapes,
-                    np.stack(
-                        [mirror_landmarks(f.landmarks, f.image.shape[1]) for f in train_faces]
-                    ),
-                ]
-            )
-        mean_shape = canonical_mean_shape(shapes, model_config.image_size)
-        stats_sampler = CropSampler(
-            train_faces, mean_shape, model_config.image_size, perturbation, cfg.seed + 1
-        )
-        mean_image, std_image = normalisation_images(stats_sampler, cfg.norm_crops_per_image)
-        model = DAN(
-            model_config,
-            torch.from_numpy(mean_shape).float(),
-            torch.from_numpy(mean_image).float(),
-            torch.from_numpy(std_image).float(),
-        )
-        if cfg.init is not None:
-            init_from(model, cfg.init)
-    mean_shape = model.mean_shape.double().numpy()
-    size = model.config.image_size
-    sampler = CropSampler(train_faces, mean_shape, size, perturbation, cfg.seed + 2)
-    val = validation_set(val_faces, mean_shape, size)
-    model.to(device)
-    log.info(
-        "device %s, autocast %s, channels_last %s, %d threads",
-        device,
-        amp_dtype(cfg, device),
-        use_channels_last(cfg, device),
-        torch.get_num_threads(),
-    )
-    if use_channels_last(cfg, device):
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-
-    phases = build_phases(cfg)
-    start_phase, start_step = 0, 0
-    if resume is not None:
-        start_phase, start_step = resume["phase"], resume["step"]
-        sampler.rng = np.random.default_rng(cfg.seed + 2 + 1000 * start_phase + start_step)
-
-    log_path = out / "log.jsonl"
-    best_path = out / "best.pt"
-    for p_index in range(start_phase, len(phases)):
-        phase = phases[p_index]
-        best_path = out / f"best_{phase.name}.pt"
-        run_phase(
-            model,
-            phase,
-            p_index,
-            cfg,
-            sampler,
-            val,
-            device,
-            log_path,
-            best_path,
-            resume if p_index == start_phase else None,
-            start_step if p_index == start_phase else 0,
-        )
-        best = load_checkpoint(best_path)
-        model.load_state_dict(best["model"])
-    final = out / "best.pt"
-    final.write_bytes(best_path.read_bytes())
-    log.info("done: %s", final)
-    return final
-
-
-def run_phase(
-    model: DAN,
-    phase: Phase,
-    p_index: int,
-    cfg: TrainConfig,
-    sampler: CropSampler,
-    val: ValidationSet,
-    device: torch.device,
-    log_path: Path,
-    best_path: Path,
-    resume: dict[str, Any] | None,
-    start_step: int,
-) -> None:
+def train_one_phase(r: Run, phase: Phase, p_index: int, state: PhaseState) -> Path:
+    """Train one phase from ``state``; returns the path of its best checkpoint."""
+    cfg, model, d = r.cfg, r.model, r.dist
+    best_path = cfg.output_dir / f"best_{phase.name}.pt"
     for s in range(model.config.num_stages):
         model.freeze_stage(s, s not in phase.trained)
     model.train()
     params = [p for s in phase.trained for p in model.stage_parameters(s)]
     optimizer = torch.optim.Adam(params, lr=phase.lr, weight_decay=cfg.weight_decay)
-    best = math.inf
-    stale = 0
-    elapsed_before = 0.0
-    if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        best, stale, elapsed_before = resume["best"], resume["stale"], resume["elapsed"]
+    if state.optimizer is not None:
+        optimizer.load_state_dict(state.optimizer)
+    if len(state.rng) == d.world_size:
+        restore_rng(r.sampler, state.rng[d.rank])
+    elif state.step > 0:  # a checkpoint without (or with another run's) random state
+        r.sampler.rng = np.random.default_rng(
+            cfg.seed + 2 + 7919 * d.rank + 1000 * p_index + state.step
+        )
+    net: torch.nn.Module = model
+    if d.active:
+        net = DistributedDataParallel(
+            model, device_ids=[d.device.index] if d.device.type == "cuda" else None
+        )
     budget = phase.minutes * 60.0
-    t_start = time.perf_counter() - elapsed_before
-    data_seconds = 0.0
-    step_seconds = 0.0
+    t_start = time.perf_counter() - state.elapsed
+    data_seconds = step_seconds = 0.0
+    start_step = step = state.step
     bar = tqdm(
         total=phase.steps,
         initial=start_step,
         desc=phase.name,
-        disable=not cfg.progress,
+        disable=not (cfg.progress and d.is_main),
         dynamic_ncols=True,
     )
-    step = start_step
     loss_avg = float("nan")
-    for images, targets, data_time in batches(sampler, cfg.batch_size):
+    for images, targets, data_time in batches(r.sampler, d.share_of(cfg.batch_size)):
+        # Rank 0's clock decides the schedule and the end, so every process takes the same step.
         elapsed = time.perf_counter() - t_start
         progress = max(step / phase.steps, elapsed / budget if budget > 0 else 0.0)
+        (progress,) = d.broadcast_floats([progress])
         if progress >= 1.0:
             break
         lr = lr_at(phase, cfg, progress, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         t0 = time.perf_counter()
-        x = torch.from_numpy(images).to(device).float()
-        if use_channels_last(cfg, device):
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = torch.from_numpy(targets).to(device).float()
-        with autocast_context(cfg, device):
-            pred = model(x, num_stages=phase.run)[-1]
-        loss = landmark_loss(pred, y)
+        x = to_input(images, cfg, d.device)
+        y = torch.from_numpy(targets).to(d.device, non_blocking=True).float()
+        with autocast_context(cfg, d.device):
+            pred = net(x, num_stages=phase.run)[-1]
+        loss = landmark_loss(pred, y, cfg.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
+        loss_value = loss.item()
         step_seconds += time.perf_counter() - t0
         data_seconds += data_time
         step += 1
-        loss_avg = loss.item() if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * loss.item()
+        loss_avg = loss_value if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * loss_value
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_avg:.4f}", lr=f"{lr:.2e}", best=f"{best:.4f}")
-        done = step >= phase.steps or (budget > 0 and time.perf_counter() - t_start >= budget)
-        if step % cfg.val_every == 0 or done:
-            errors = evaluate(model, val, device, cfg, phase.run)
+        bar.set_postfix(loss=f"{loss_avg:.4f}", lr=f"{lr:.2e}", best=f"{state.best:.4f}")
+        out_of_time = budget > 0 and time.perf_counter() - t_start >= budget
+        (stop,) = d.broadcast_floats([float(step >= phase.steps or out_of_time)])
+        if step % cfg.val_every and not stop:
+            continue
+        state.step, state.elapsed = step, time.perf_counter() - t_start
+        state.rng = d.gather_objects(rng_state(r.sampler))
+        patience_over = 0.0
+        if d.is_main:
+            errors = validate(model, r.val, cfg, d.device, phase.run)
             score = errors[f"stage{phase.run}_io"]
-            improved = score < best
-            if improved:
-                best, stale = score, 0
-            else:
-                stale += 1
-            elapsed = time.perf_counter() - t_start
+            improved = score < state.best
+            state.best, state.stale = (score, 0) if improved else (state.best, state.stale + 1)
             record = {
                 "phase": phase.name,
                 "step": step,
-                "elapsed_s": round(elapsed, 1),
+                "elapsed_s": round(state.elapsed, 1),
                 "lr": lr,
                 "train_loss": loss_avg,
                 **errors,
-                "best": best,
+                "best": state.best,
                 "images_per_s": round(
                     (step - start_step) * cfg.batch_size / max(step_seconds, 1e-9), 2
                 ),
                 "data_fraction": round(data_seconds / max(1e-9, data_seconds + step_seconds), 4),
             }
-            with log_path.open("a") as f:
+            with r.log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             log.info("%s", json.dumps(record))
-            state = {
+            saved = {
                 "train_config": cfg.to_dict(),
                 "phase": p_index,
                 "step": step,
-                "best": best,
-                "stale": stale,
-                "elapsed": elapsed,
+                "best": state.best,
+                "stale": state.stale,
+                "elapsed": state.elapsed,
                 "validation": errors,
+                "rng": state.rng,
             }
             if improved:
-                save_checkpoint(best_path, model, **state)
+                save_checkpoint(best_path, model, **saved)
             save_checkpoint(
-                cfg.output_dir / "last.pt", model, optimizer=optimizer.state_dict(), **state
+                cfg.output_dir / "last.pt", model, optimizer=optimizer.state_dict(), **saved
             )
-            bar.set_postfix(loss=f"{loss_avg:.4f}", val=f"{score:.4f}", best=f"{best:.4f}")
-            if cfg.patience > 0 and stale >= cfg.patience:
-                log.info(
-                    "%s: no improvement in %d validations; stopping the phase", phase.name, stale
-                )
-                break
-        if done:
+            bar.set_postfix(loss=f"{loss_avg:.4f}", val=f"{score:.4f}", best=f"{state.best:.4f}")
+            if cfg.patience > 0 and state.stale >= cfg.patience:
+                log.info("%s: no improvement in %d validations; stopping", phase.name, state.stale)
+                patience_over = 1.0
+        (patience_over,) = d.broadcast_floats([patience_over])
+        if stop or patience_over:
             break
     bar.close()
-    if not best_path.exists():
+    if d.is_main and not best_path.exists():
         raise RuntimeError(f"{phase.name} ended without a validation point; nothing saved")
+    return best_path
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run every phase; returns the path of the final best checkpoint (``best.pt``)."""
+    cfg.check()
+    d = distributed.start()
+    try:
+        return _train(cfg, d)
+    finally:
+        distributed.stop(d)
+
+
+def _train(cfg: TrainConfig, d: Distributed) -> Path:
+    torch.manual_seed(cfg.seed)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    d.share_of(cfg.batch_size)  # refuse a batch that does not split before any work
+    out = cfg.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_data(cfg)
+    if d.is_main:
+        (out / "validation_images.txt").write_text("\n".join(data.val_names) + "\n")
+    model, saved = build_or_resume_model(cfg, data)
+    mean_shape = model.mean_shape.double().numpy()
+    size = model.config.image_size
+    # Each process draws its own crops; rank 0 draws what a single-process run draws.
+    sampler = CropSampler(
+        data.train, mean_shape, size, perturbation_of(cfg), cfg.seed + 2 + 7919 * d.rank
+    )
+    model.to(d.device)
+    if use_channels_last(cfg, d.device):
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    log.info(
+        "device %s, autocast %s, channels_last %s, %d threads, %d process(es)",
+        d.device,
+        amp_dtype(cfg, d.device),
+        use_channels_last(cfg, d.device),
+        torch.get_num_threads(),
+        d.world_size,
+    )
+    r = Run(cfg, model, d, sampler, validation_set(data.val, mean_shape, size), out / "log.jsonl")
+    phases = build_phases(cfg)
+    start_phase = saved["phase"] if saved is not None else 0
+    best_path = out / "best.pt"
+    for p_index in range(start_phase, len(phases)):
+        resumed = saved is not None and p_index == start_phase
+        state = phase_state_of(saved) if resumed and saved is not None else PhaseState()
+        best_path = train_one_phase(r, phases[p_index], p_index, state)
+        if d.active:
+            torch.distributed.barrier()
+        model.load_state_dict(load_checkpoint(best_path)["model"])
+    final = out / "best.pt"
+    if d.is_main:
+        final.write_bytes(best_path.read_bytes())
+        log.info("done: %s", final)
+    return final
 
 
 def main(argv: list[str] | None = None) -> None:

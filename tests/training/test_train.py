@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +16,14 @@ from model.config import DANConfig
 from model.dan import DAN
 from training.augment import Face, make_crop
 from training.checkpoint import load_checkpoint, model_from_checkpoint
-from training.config import parse_config
+from training.config import ConfigError, parse_config
 from training.dataset import load_split, read_gray
 from training.evaluate import evaluate
 from training.export import export
 from training.losses import landmark_loss
 from training.train import train
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_tiny_model_overfits_eight_images(data_root: Path, mean_shape: np.ndarray) -> None:
@@ -117,3 +122,79 @@ def test_train_resume_export_evaluate_and_continue(data_root: Path, tmp_path: Pa
             torch.testing.assert_close(
                 continued.stages[0].state_dict()[key], value, atol=2e-3, rtol=2e-3, msg=key
             )
+
+
+TINY = ["--widths", "4", "4", "8", "8", "--val-count", "2", "--norm-crops-per-image", "1"]
+
+
+def _tiny_args(root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--data-root", str(root), "--output-dir", str(out), *TINY, "--num-stages", "1",
+        "--stages", "1", "--schedule", "constant", "--batch-size", "4", "--val-every", "2",
+        "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly_where_the_run_stopped(data_root: Path, tmp_path: Path) -> None:
+    root = _mini_300w(data_root, tmp_path / "300w")
+    straight = tmp_path / "straight"
+    train(parse_config(_tiny_args(root, straight, "--stage-steps", "4")))
+    stopped = tmp_path / "stopped"
+    train(parse_config(_tiny_args(root, stopped, "--stage-steps", "2")))
+    saved = load_checkpoint(stopped / "last.pt")
+    assert saved["step"] == 2 and len(saved["rng"]) == 1  # one process's random state
+    resume = ["--stage-steps", "4", "--resume", str(stopped / "last.pt")]
+    train(parse_config(_tiny_args(root, stopped, *resume)))
+    a = load_checkpoint(straight / "last.pt")["model"]
+    b = load_checkpoint(stopped / "last.pt")["model"]
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value, msg=key)  # same crops, same dropout, same Adam
+
+
+def test_resume_refuses_flags_that_differ_from_the_run(data_root: Path, tmp_path: Path) -> None:
+    root = _mini_300w(data_root, tmp_path / "300w")
+    run = tmp_path / "run"
+    train(parse_config(_tiny_args(root, run, "--stage-steps", "2")))
+    changed = _tiny_args(root, run, "--stage-steps", "4", "--resume", str(run / "last.pt"))
+    with pytest.raises(ConfigError, match=r"lr: run 0\.001, now 0\.01"):
+        train(parse_config([*changed, "--lr", "1e-2"]))
+
+
+@pytest.mark.slow
+def test_torchrun_trains_data_parallel_on_two_cpu_processes(
+    data_root: Path, tmp_path: Path
+) -> None:
+    root = _mini_300w(data_root, tmp_path / "300w")
+    run = tmp_path / "ddp"
+    args = _tiny_args(root, run, "--stage-steps", "4", "--threads", "1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "training.train", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "process 1 of 2 (gloo, cpu)" in result.stderr
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4]  # one log, written by rank 0 alone
+    saved = load_checkpoint(run / "last.pt")
+    assert len(saved["rng"]) == 2  # both processes' random states
+    assert saved["rng"][0]["sampler"] != saved["rng"][1]["sampler"]  # each drew its own crops
+    assert (run / "best.pt").is_file()
+
+
+def test_an_odd_batch_is_refused_before_any_work() -> None:
+    from training.distributed import Distributed
+
+    with pytest.raises(ValueError, match="multiple of the number of processes \\(2\\), got 5"):
+        Distributed(rank=0, world_size=2).share_of(5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (no GPU on this machine)")
+def test_training_runs_on_cuda_with_fp16_autocast(data_root: Path, tmp_path: Path) -> None:
+    root = _mini_300w(data_root, tmp_path / "300w")
+    run = tmp_path / "cuda"
+    train(parse_config(_tiny_args(root, run, "--stage-steps", "2")))
+    assert "cuda" in (run / "log.jsonl").read_text() or (run / "best.pt").is_file()
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["stage1_io"]) for r in log)
