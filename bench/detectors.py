@@ -31,8 +31,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
+from model.arrays import FloatArray, GrayImage
 from model.geometry import bounding_box
 from service.detectors.calibration import box_iou
 from service.detectors.centerface import CenterFace
@@ -41,8 +41,6 @@ from training.dataset import Sample, load_subset, read_box_csv, read_gray
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = REPO.parent / "shared" / "data" / "300w"
-FloatArray = npt.NDArray[np.float64]
-GrayImage = npt.NDArray[np.uint8]
 Detect = Callable[[GrayImage], list[Detection]]
 MATCH_IOU = 0.5
 

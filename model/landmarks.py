@@ -6,7 +6,8 @@ Indices are 0-based. numpy-only, so the service can use it without torch.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
+
+from model.arrays import FloatArray
 
 SCHEME = "ibug68"
 NUM_LANDMARKS = 68
@@ -37,8 +38,6 @@ MIRROR_PERMUTATION: tuple[int, ...] = (
     *range(64, 59, -1),  # inner lip top 64..60
     67, 66, 65,  # inner lip bottom
 )  # fmt: skip
-
-FloatArray = npt.NDArray[np.floating]
 
 
 def mirror_landmarks(points: FloatArray, width: int) -> FloatArray:

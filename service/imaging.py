@@ -1,8 +1,8 @@
 """Uploaded bytes -> an 8-bit grayscale image in its displayed orientation, within limits.
 
-Grayscale is what training feeds the network: the plain mean of R, G and B,
-rounded (``training/dataset.py::to_gray``, reproduced bit for bit by a lookup
-table). Alpha is ignored, palettes and CMYK are converted to RGB, 16-bit and
+Grayscale is what training feeds the network: the one rule of
+``model.grayscale`` (the mean of R, G and B, rounded), applied to Pillow's
+pixels. Alpha is ignored, palettes and CMYK are converted to RGB, 16-bit and
 32-bit integer images are scaled from 0..65535 to 0..255, and the EXIF
 orientation is applied so that pixels (and landmarks) are those of the image
 as displayed. Only a fixed set of formats is opened at all.
@@ -16,9 +16,10 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from model.arrays import GrayImage
+from model.grayscale import gray_from_colour, gray_from_wide
 from service.errors import (
     CorruptImageError,
     EmptyImageError,
@@ -30,22 +31,10 @@ from service.errors import (
 
 log = logging.getLogger(__name__)
 
-GrayImage = npt.NDArray[np.uint8]
-
 # Pillow's JPEG reader also opens the MPO files of many phone cameras (format "MPO").
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 
 _ORIENTATION_TAG = int(ExifTags.Base.Orientation)
-
-
-def _gray_lookup() -> GrayImage:
-    """gray[r + g + b]: training's float32 ``mean(r, g, b) + 0.5``, clipped and truncated."""
-    sums = np.arange(3 * 255 + 1)
-    rgb = np.stack([np.clip(sums - 255 * k, 0, 255) for k in range(3)], axis=-1)  # (766, 3)
-    return np.asarray(np.clip(rgb.astype(np.float32).mean(axis=-1) + 0.5, 0, 255), dtype=np.uint8)
-
-
-_GRAY_OF_SUM = _gray_lookup()
 
 
 @functools.cache
@@ -170,8 +159,7 @@ def to_gray(image: Image.Image) -> GrayImage:
     if mode == "1":
         return np.array(image.convert("L"), dtype=np.uint8)
     if mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N, I (32-bit): 16-bit range
-        values = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
-        return np.asarray((values * 255 + 32767) // 65535, dtype=np.uint8)
+        return gray_from_wide(np.asarray(image))
     if mode == "F":
         raise UnsupportedImageError(
             "32-bit floating point images (mode F) have no agreed brightness range; send an 8- or "
@@ -186,7 +174,4 @@ def to_gray(image: Image.Image) -> GrayImage:
             raise UnsupportedImageError(
                 f"images of mode {mode} cannot be converted to RGB: {e}"
             ) from None
-    total = rgb[..., 0].astype(np.uint16)  # r + g + b, added plane by plane (fast)
-    total += rgb[..., 1]
-    total += rgb[..., 2]
-    return np.asarray(_GRAY_OF_SUM[total], dtype=np.uint8)
+    return gray_from_colour(rgb)

@@ -21,14 +21,12 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
-import numpy.typing as npt
 
+from model.arrays import FloatArray, GrayImage
 from model.geometry import bounding_box
 from service.detectors.calibration import BoxMapping
 from service.errors import InvalidBoxesError
 
-FloatArray = npt.NDArray[np.float64]
-GrayImage = npt.NDArray[np.uint8]
 BoxSource = Literal["request", "detector", "whole_image"]
 CropFrom = Literal["box", "keypoints"]
 

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from model.arrays import FloatArray, GrayImage
 from model.geometry import (
     apply_affine,
     bounding_box,
@@ -26,9 +27,6 @@ from model.geometry import (
     initial_shape_from_box,
 )
 from model.landmarks import mirror_landmarks
-from training.dataset import GrayImage
-
-FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)

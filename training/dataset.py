@@ -16,9 +16,10 @@ from typing import Literal
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
+from model.arrays import FloatArray, GrayImage
 from model.geometry import bounding_box
+from model.grayscale import to_gray
 from model.landmarks import NUM_LANDMARKS
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ SPLITS: dict[str, tuple[str, ...]] = {
 }
 
 BoxSource = Literal["landmarks", "file"]
-FloatArray = npt.NDArray[np.float64]
-GrayImage = npt.NDArray[np.uint8]
 
 
 class DatasetError(ValueError):
@@ -203,16 +202,11 @@ def holdout(samples: Sequence[Sample], count: int, seed: int) -> tuple[list[Samp
 
 
 def read_gray(path: Path) -> GrayImage:
-    """An image as 8-bit grayscale: the plain mean of R, G and B (as the reference code)."""
+    """An image file as 8-bit grayscale (H, W), by the one grayscale rule (``model.grayscale``)."""
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if data is None:
         raise DatasetError(f"cannot read image {path}")
-    return to_gray(data)
-
-
-def to_gray(data: npt.NDArray[np.generic]) -> GrayImage:
-    """Grayscale of a decoded 8-bit image (H, W), (H, W, 3) BGR or (H, W, 4) BGRA."""
-    if data.ndim == 2:
-        return np.ascontiguousarray(data, dtype=np.uint8)
-    rgb = data[..., :3].astype(np.float32)
-    return np.asarray(np.clip(rgb.mean(axis=2) + 0.5, 0, 255), dtype=np.uint8)
+    try:
+        return to_gray(data)
+    except ValueError as e:
+        raise DatasetError(f"{path}: {e}") from None

@@ -8,11 +8,9 @@ its larger extent is half the frame, leaving a quarter free on each side.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 
+from model.arrays import FloatArray
 from model.geometry import apply_affine, bounding_box, fit_similarity
-
-FloatArray = npt.NDArray[np.float64]
 
 
 def procrustes_mean(shapes: FloatArray, iterations: int = 100, tol: float = 1e-9) -> FloatArray:

@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import numpy.typing as npt
 
+from model.arrays import FloatArray
 from model.geometry import bounding_box
 from model.landmarks import inter_ocular_distance, inter_pupil_distance
 
-FloatArray = npt.NDArray[np.float64]
 NORMALISATIONS = ("inter_ocular", "inter_pupil", "box_diagonal")
 
 

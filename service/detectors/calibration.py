@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
+from model.arrays import FloatArray
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,13 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from model.arrays import FloatArray, GrayImage
 from service.detectors.onnx_dims import with_symbolic_dims
 from service.errors import DetectorError
 from service.initialisation import Detection
 
 log = logging.getLogger(__name__)
 
-FloatArray = npt.NDArray[np.float64]
-GrayImage = npt.NDArray[np.uint8]
 
 WEIGHTS_PACKAGE = "service.detectors"
 WEIGHTS_FILE = "centerface.onnx"
