@@ -1,15 +1,20 @@
 """The FastAPI application: routes, start-up and shutdown, and error answers.
 
-``create_app(settings)`` builds the app. Its lifespan loads the model and the
-face detector (a bad file or missing weights stop start-up), then warms them
-up in the background (the model with full batches, the detector with one blank
-image): ``/health/live`` answers at once, ``/health/ready`` only after warm-up, when
-the batching worker starts. On shutdown (SIGTERM) the server stops taking
-connections and finishes the requests in flight, then the queue is drained and
-the worker stops. A model that fails in warm-up stops the service: the app
-raises SIGTERM in its own process, so the server shuts down (``python -m
+``create_app(settings)`` builds the app; it is also the composition root: the
+engine, the face finder for requests without boxes (``initialiser``) and what
+the app does to stop itself can be passed in prebuilt, else they are built from
+the settings. Its lifespan loads the model and the face detector (a bad file or
+missing weights stop start-up), then warms them up in the background (the model
+with full batches, the detector with one blank image): ``/health/live`` answers
+at once, ``/health/ready`` only after warm-up, when the batching worker starts
+and admission (``service.admission``, the one owner of admission and deadlines)
+opens. On shutdown (SIGTERM) the server stops taking connections and finishes
+the requests in flight, then admission closes, the queue is drained and the
+worker stops. A model that fails in warm-up stops the service: by default the
+app raises SIGTERM in its own process, so the server shuts down (``python -m
 service`` then exits with 1). Every error is answered as ``{"error": reason,
-"detail": ...}`` with the status of ``service.errors.HTTP_STATUS``.
+"detail": ...}`` with the status of ``service.errors.HTTP_STATUS``; failures of
+the batching queue as ``service.errors.BATCHING_ERRORS`` says.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,28 +35,27 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import imaging, uploads
-from service.batching import Batcher
+from service.admission import Admission, Limits, Ticket
+from service.batching import Batcher, BatchingError
 from service.config import DEFAULT_MAX_BATCH_CPU, DEFAULT_MAX_BATCH_GPU, Settings
 from service.detectors import factory as detectors
 from service.engine import Engine, FloatArray, GrayImage, Warmup
 from service.errors import (
     RETRY_LATER_STATUSES,
     BodyTooLargeError,
-    DeadlineExceededError,
     InternalError,
     InvalidRequestError,
     MalformedBodyError,
     MethodNotAllowedError,
     NotFoundError,
-    NotReadyError,
-    OverloadedError,
     ServiceError,
-    ShuttingDownError,
     StartupError,
+    from_batching,
     http_status,
     reasons_by_status,
 )
 from service.imaging import ImageLimits
+from service.initialisation import Initialiser
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.pipeline import Aligner, Alignment
 from service.schemas import (
@@ -82,24 +86,47 @@ class ServiceState:
 
     settings: Settings
     metrics: ServiceMetrics
+    stop_service: Callable[[], None]
+    admission: Admission[GrayImage, FloatArray]
     decode_pool: ThreadPoolExecutor | None = None
     engine: Engine | None = None
+    initialiser: Initialiser | None = None
     batcher: Batcher[GrayImage, FloatArray] | None = None
     aligner: Aligner | None = None
     warmup: Warmup | None = None
-    ready: bool = False
-    closing: bool = False
-    pending: int = 0
     fatal: BaseException | None = None  # why the service stopped itself
 
 
-def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> FastAPI:
-    """The align service for ``settings``; metrics go to ``registry`` (a fresh one by default)."""
+def _raise_sigterm() -> None:
+    signal.raise_signal(signal.SIGTERM)  # the server's own graceful shutdown
+
+
+def create_app(
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    *,
+    engine: Engine | None = None,
+    initialiser: Initialiser | None = None,
+    stop_service: Callable[[], None] = _raise_sigterm,
+) -> FastAPI:
+    """The align service for ``settings``; metrics go to ``registry`` (a fresh one by default).
+
+    Prebuilt parts replace what the lifespan would build from the settings: ``engine``
+    (loaded, not yet warmed up), ``initialiser`` (the face finder of requests without boxes),
+    and ``stop_service``, called when warm-up fails (default: SIGTERM to this process).
+    """
     metrics = ServiceMetrics(
         registry,
         max_batch_size=settings.max_batch_size or max(DEFAULT_MAX_BATCH_CPU, DEFAULT_MAX_BATCH_GPU),
     )
-    state = ServiceState(settings=settings, metrics=metrics)
+    state = ServiceState(
+        settings=settings,
+        metrics=metrics,
+        stop_service=stop_service,
+        admission=Admission(Limits.from_settings(settings)),
+        engine=engine,
+        initialiser=initialiser,
+    )
     app = FastAPI(
         title="dan-align",
         summary="68 facial landmarks (iBUG scheme) with the Deep Alignment Network",
@@ -121,35 +148,38 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
     settings = state.settings
-    try:
-        engine = await asyncio.to_thread(Engine, settings)
-    except StartupError as e:
-        log.error("cannot start: %s", e)
-        raise
+    engine = state.engine
+    if engine is None:
+        try:
+            engine = await asyncio.to_thread(Engine, settings)
+        except StartupError as e:
+            log.error("cannot start: %s", e)
+            raise
+        state.engine = engine
     info = engine.info
-    state.engine = engine
     decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
     state.decode_pool = decode_pool
     state.metrics.set_model(info.name, info.version, engine.provider)
     batcher: Batcher[GrayImage, FloatArray] = Batcher(
-        engine.run,
+        engine.run_faces,
         max_batch_size=engine.max_batch_size,
         max_wait_s=settings.max_wait_ms / 1000.0,
-        max_queue_size=settings.max_queue_size,
-        max_queue_wait_s=settings.max_queue_wait_ms / 1000.0,
         observer=state.metrics,
     )
     state.batcher = batcher
     state.metrics.track_queue(lambda: batcher.depth, settings.max_queue_size)
-    try:
-        initialiser = await asyncio.to_thread(
-            detectors.build_initialiser, settings, engine.provider
-        )
-    except StartupError as e:
-        log.error("cannot start: %s", e)
-        raise
+    initialiser = state.initialiser
+    if initialiser is None:
+        try:
+            initialiser = await asyncio.to_thread(
+                detectors.build_initialiser, settings, engine.provider
+            )
+        except StartupError as e:
+            log.error("cannot start: %s", e)
+            raise
+        state.initialiser = initialiser
     state.aligner = Aligner(
-        batcher,
+        state.admission,
         info.mean_shape,
         info.input_size,
         ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
@@ -161,8 +191,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        state.closing = True
-        state.ready = False
+        state.admission.close()
         state.metrics.ready.set(0)
         warm_up.cancel()
         log.info("shutting down: draining %d queued faces", batcher.depth)
@@ -187,10 +216,10 @@ async def _warm_up(state: ServiceState) -> None:
     except Exception as e:
         log.critical("warm-up failed, stopping the service: %s", e, exc_info=True)
         state.fatal = e
-        signal.raise_signal(signal.SIGTERM)  # the server's own graceful shutdown
+        state.stop_service()
         return
     state.batcher.start()
-    state.ready = True
+    state.admission.open(state.batcher)
     state.metrics.ready.set(1)
     log.info(
         "ready: %s %s on %s",
@@ -265,36 +294,18 @@ def _add_routes(app: FastAPI) -> None:
         description=(
             "Send the image as multipart/form-data (file field `image`, optional text field "
             "`boxes`) or as JSON (`image` in base64, optional `boxes`). Faces from concurrent "
-            "requests are batched; a full queue answers 503 with Retry-After at once; a request "
-            "not answered within DAN_REQUEST_DEADLINE_MS gets 504."
+            "requests are batched; a full queue (queue_full) or too long a wait for inference "
+            "(queue_wait_too_long) answers 503 with Retry-After at once; a request not answered "
+            "within DAN_REQUEST_DEADLINE_MS gets 504."
         ),
     )
     async def align(request: Request) -> AlignResponse:
         state = _service(request)
-        settings = state.settings
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline = started + settings.request_deadline_ms / 1000.0
-        if state.closing:
-            raise ShuttingDownError("the service is shutting down")
-        if not state.ready or state.aligner is None or state.engine is None:
-            raise NotReadyError("the model is still loading or warming up; retry shortly")
-        if state.pending >= settings.max_pending_requests:
-            raise OverloadedError(
-                f"{state.pending} requests are in progress, the most this service takes "
-                "(DAN_MAX_PENDING_REQUESTS); retry later"
-            )
-        state.aligner.check_wait()  # before decoding: a refusal costs nothing
-        state.pending += 1
-        try:
-            async with asyncio.timeout_at(deadline):
-                alignment = await _align(request, state, deadline)
-        except TimeoutError:
-            raise DeadlineExceededError(
-                f"no answer within the deadline of {settings.request_deadline_ms:g} ms"
-            ) from None
-        finally:
-            state.pending -= 1
+        async with state.admission.admit() as ticket:  # before the body: a refusal costs nothing
+            alignment = await _align(request, state, ticket)
+        assert state.engine is not None
         state.metrics.faces.inc(len(alignment.faces))
         state.metrics.decode_duration.observe(alignment.decode_s)
         if alignment.detect_s is not None:
@@ -319,7 +330,7 @@ def _add_routes(app: FastAPI) -> None:
     async def ready(request: Request) -> Response:
         state = _service(request)
         engine = state.engine
-        if not state.ready or engine is None or state.warmup is None:
+        if not state.admission.is_open or engine is None or state.warmup is None:
             return JSONResponse(Readiness(status="not_ready").model_dump(), status_code=503)
         body = Readiness(
             status="ready",
@@ -342,7 +353,7 @@ def _add_routes(app: FastAPI) -> None:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _align(request: Request, state: ServiceState, deadline: float) -> Alignment:
+async def _align(request: Request, state: ServiceState, ticket: Ticket) -> Alignment:
     settings = state.settings
     assert state.aligner is not None
     media = uploads.media_type(request.headers)
@@ -355,7 +366,7 @@ async def _align(request: Request, state: ServiceState, deadline: float) -> Alig
             state.aligner.executor, uploads.parse_json, body, settings.max_image_bytes
         )
     del body
-    return await state.aligner.align(upload.image, upload.boxes, deadline)
+    return await state.aligner.align(upload.image, upload.boxes, ticket)
 
 
 def _answer(alignment: Alignment, model: ModelRef, total_s: float) -> AlignResponse:
@@ -413,6 +424,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return answer(request, exc)
+
+    @app.exception_handler(BatchingError)
+    async def batching_error(request: Request, exc: BatchingError) -> JSONResponse:
+        return answer(request, from_batching(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -140,6 +140,10 @@ def _int(metadata: Mapping[str, str], key: str, path: Path) -> int:
         raise ModelError(f"{path}: {key} must be an integer, got {metadata[key]!r}") from None
 
 
+class NonFiniteOutputError(ValueError):
+    """The model's output for one crop holds NaN or infinite values."""
+
+
 @dataclass
 class _Bound:
     """Device buffers of one batch size, bound once to the session's input and output."""
@@ -244,7 +248,20 @@ class Engine:
         return next(size for size in self.batch_sizes if size >= count)
 
     def run(self, crops: Sequence[GrayImage]) -> list[FloatArray]:
-        """Landmarks (68, 2) in crop pixels for each crop (S, S) uint8."""
+        """Landmarks (68, 2) in crop pixels for each crop (S, S) uint8; ``RuntimeError`` if the
+        model's output for any of them is not finite."""
+        outcomes = self.run_faces(crops)
+        failed = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, Exception)]
+        if failed:
+            raise RuntimeError(
+                f"model returned non-finite landmarks for {len(failed)} of {len(crops)} crops "
+                f"(crops {failed})"
+            )
+        return [outcome for outcome in outcomes if not isinstance(outcome, Exception)]
+
+    def run_faces(self, crops: Sequence[GrayImage]) -> list[FloatArray | Exception]:
+        """Like ``run``, one outcome per crop: its landmarks, or a ``NonFiniteOutputError`` for
+        a crop whose landmarks are not finite (that crop alone fails, not the batch)."""
         count = len(crops)
         if count == 0:
             return []
@@ -261,9 +278,15 @@ class Engine:
                 f"model returned {landmarks.shape} for {count} crops, expected "
                 f"({count}, {self.info.num_landmarks}, 2)"
             )
-        if not np.all(np.isfinite(landmarks)):
-            raise RuntimeError("model returned non-finite landmarks")
-        return list(landmarks)
+        return [
+            points
+            if np.isfinite(points).all()
+            else NonFiniteOutputError(
+                "the model's landmarks for this face are not finite (NaN or infinite); "
+                "expected finite pixel coordinates"
+            )
+            for points in landmarks
+        ]
 
     def _run_plain(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         (output,) = self.session.run([self.info.output_name], {self.info.input_name: batch})

@@ -2,13 +2,17 @@
 
 Every error a client can cause or meet is a ``ServiceError`` with a stable
 ``reason`` (the ``error`` field of the JSON answer and the label of the errors
-metric) and a message saying what was expected and what came. A
+metric) and a message saying what was expected and what came. The batching
+queue (``service.batching``, a library without HTTP) has its own exceptions;
+``BATCHING_ERRORS`` here is the one place that says which answer each gets. A
 ``StartupError`` is not an HTTP error: it stops start-up.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
+
+from service import batching
 
 
 class StartupError(RuntimeError):
@@ -109,7 +113,16 @@ class InternalError(ServiceError):
 
 # 503: try again later (answered with Retry-After).
 class QueueFullError(ServiceError):
+    """The inference queue has no room for the request's faces (DAN_MAX_QUEUE_SIZE)."""
+
     reason = "queue_full"
+
+
+class QueueWaitTooLongError(ServiceError):
+    """The inference ahead would keep the request's faces waiting too long
+    (DAN_MAX_QUEUE_WAIT_MS, or past the request's deadline)."""
+
+    reason = "queue_wait_too_long"
 
 
 class OverloadedError(ServiceError):
@@ -147,6 +160,7 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     InferenceFailedError: 500,
     InternalError: 500,
     QueueFullError: 503,
+    QueueWaitTooLongError: 503,
     OverloadedError: 503,
     NotReadyError: 503,
     ShuttingDownError: 503,
@@ -155,6 +169,26 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
 
 # Answers with these statuses carry a Retry-After header.
 RETRY_LATER_STATUSES = frozenset({503})
+
+# What each failure of the batching queue is answered as, and the words before its message.
+BATCHING_ERRORS: dict[type[batching.BatchingError], tuple[type[ServiceError], str]] = {
+    batching.ItemFailedError: (InferenceFailedError, "inference failed for this face"),
+    batching.BatchFailedError: (InferenceFailedError, "inference failed"),
+    batching.ExpiredError: (
+        DeadlineExceededError,
+        "the request's deadline passed before this face was run",
+    ),
+    batching.DroppedError: (ShuttingDownError, "the service shut down before this face was run"),
+    batching.ClosedError: (ShuttingDownError, "the service is shutting down"),
+}
+
+
+def from_batching(error: batching.BatchingError) -> ServiceError:
+    """The answer to a failure of the batching queue (``internal_error`` for an unknown one)."""
+    for cls, (answer, words) in BATCHING_ERRORS.items():
+        if isinstance(error, cls):
+            return answer(f"{words}: {error}")
+    return InternalError(f"the batching queue failed: {error}")
 
 
 def http_status(error: ServiceError) -> int:

@@ -2,7 +2,8 @@
 
 Requests by route and status, latency, requests in flight (an ASGI middleware
 records them for every route), faces aligned, errors by reason, the queue
-(depth, capacity, wait), batches (size, inference time, outcome), decoding
+(depth, capacity, wait), batches (size, inference time, outcome: ok, partial
+when some of its faces failed alone, failed when all did), decoding
 and face detection time, readiness and which model runs on which provider (``dan_model_info``).
 """
 
@@ -45,6 +46,13 @@ def batch_buckets(max_batch_size: int) -> tuple[float, ...]:
         sizes.add(float(size))
         size *= 2
     return tuple(sorted(sizes))
+
+
+def batch_outcome(size: int, failed: int) -> str:
+    """The outcome label of a batch of ``size`` faces of which ``failed`` got no landmarks."""
+    if failed <= 0:
+        return "ok"
+    return "failed" if failed >= size else "partial"
 
 
 class ServiceMetrics:
@@ -103,7 +111,7 @@ class ServiceMetrics:
         )
         self.batches = Counter(
             f"{p}_batches",
-            "Inference batches run, by outcome (ok, failed)",
+            "Inference batches run, by outcome (ok; partial: some faces failed alone; failed)",
             ["outcome"],
             registry=r,
         )
@@ -135,13 +143,13 @@ class ServiceMetrics:
 
     # BatchObserver
     def batch_done(
-        self, size: int, queue_waits: Sequence[float], inference_s: float, failed: bool
+        self, size: int, queue_waits: Sequence[float], inference_s: float, failed: int
     ) -> None:
         self.batch_size.observe(size)
         self.inference_duration.observe(inference_s)
         for wait in queue_waits:
             self.queue_wait.observe(wait)
-        self.batches.labels("failed" if failed else "ok").inc()
+        self.batches.labels(batch_outcome(size, failed)).inc()
 
 
 class RequestMetricsMiddleware:

@@ -1,7 +1,8 @@
 """One request's way through the service: decode, find faces, crop, queue, map back.
 
 Decoding, face detection and cropping run in a bounded thread pool, inference
-on the batching queue. Strategies that ask for another pass (the box-less
+on the batching queue, reached through the request's admission (``service.admission``),
+which decides whether its faces are queued. Strategies that ask for another pass (the box-less
 procedure) get their re-fitted crops queued again until they are done.
 """
 
@@ -16,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from service.batching import Batcher
+from service.admission import Admission, Ticket
 from service.cropping import Crop, crop_face, keypoint_crop_transform, to_image, warp_face
-from service.errors import DeadlineExceededError, InvalidBoxesError, TooManyFacesError
+from service.errors import InvalidBoxesError, TooManyFacesError
 from service.imaging import DecodedImage, ImageLimits, decode_image
 from service.initialisation import DetectorBoxes, FaceProposal, GivenBoxes, Initialiser
 
@@ -58,7 +59,7 @@ class Aligner:
 
     def __init__(
         self,
-        batcher: Batcher[GrayImage, FloatArray],
+        admission: Admission[GrayImage, FloatArray],
         mean_shape: FloatArray,
         input_size: int,
         limits: ImageLimits,
@@ -66,19 +67,13 @@ class Aligner:
         executor: Executor,
         default_initialiser: Initialiser,
     ) -> None:
-        self.batcher = batcher
+        self.admission = admission
         self.mean_shape = mean_shape
         self.input_size = input_size
         self.limits = limits
         self.max_faces = max_faces
         self.executor = executor
         self.default_initialiser = default_initialiser
-        self.preparing = 0  # requests decoding or finding faces, their faces not yet queued
-
-    def check_wait(self) -> None:
-        """Refuse a new request (``QueueFullError``) when the inference ahead of it, queued faces
-        and one per request in preparation, is longer than a face may wait."""
-        self.batcher.check_wait(arriving=self.preparing)
 
     def check_box_count(self, boxes: Sequence[object] | None) -> None:
         if boxes is None:
@@ -95,28 +90,20 @@ class Aligner:
             )
 
     async def align(
-        self, image: bytes, boxes: Sequence[Sequence[float]] | None, deadline: float
+        self, image: bytes, boxes: Sequence[Sequence[float]] | None, ticket: Ticket
     ) -> Alignment:
-        """Landmarks for each box (or for the faces the default strategy finds)."""
+        """Landmarks for each box (or for the faces the default strategy finds), for the
+        admitted request of ``ticket``."""
         self.check_box_count(boxes)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        self.preparing += 1
-        try:
-            decoded, initialiser, pending, detect_s = await loop.run_in_executor(
-                self.executor, self._prepare, image, boxes
-            )
-        finally:
-            self.preparing -= 1
+        decoded, initialiser, pending, detect_s = await loop.run_in_executor(
+            self.executor, self._prepare, image, boxes
+        )
         decode_s = loop.time() - started - (detect_s or 0.0)
-        if loop.time() >= deadline:
-            raise DeadlineExceededError(
-                "the request's deadline passed while decoding and finding faces "
-                f"({(decode_s + (detect_s or 0.0)) * 1000:.0f} ms)"
-            )
         done: dict[int, AlignedFace] = {}
         while pending:
-            results = await self.batcher.run_many([p.crop.pixels for p in pending], deadline)
+            results = await self.admission.run(ticket, [p.crop.pixels for p in pending])
             again: list[_Pending] = []
             for item, result in zip(pending, results, strict=True):
                 item.passes += 1

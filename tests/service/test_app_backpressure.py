@@ -1,188 +1,142 @@
-"""Back-pressure in real servers: a full queue and too many requests get 503 at once, late 504.
+"""Back-pressure in-process: each refusal of admission, with its own reason, at once; late 504.
 
-A tight server with a one-face batch, a queue of four faces, two requests in
-progress at most and a 1 s deadline. The tiny model takes tens of ms per
-face on CPU, so a request's four queued faces keep the queue full while a
-request decoded alongside it tries to queue its own; uploads that trickle in
-slower than the deadline hold request slots and then get 504. An impatient
-server lets a face wait a microsecond at most, so any work ahead of a request
-(here a request whose faces the detector is still finding) turns it away at
-once, and an idle one takes it.
+The app is built by ``create_app`` around the real engine on the tiny model,
+held at a gate while a test fills the queue, and a face finder held while a
+request is being prepared (see ``app_harness``). A full queue (``queue_full``)
+and too long a wait ahead (``queue_wait_too_long``) are different reasons in
+the answer and in ``dan_errors_total{reason}``; too many requests in progress
+get ``overloaded``; uploads that stall past the deadline get 504.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import httpx
-import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from service_support import RunningService, serving
+import numpy as np
+from app_harness import ControlledEngine, ControlledFinder, Served, png, serve, settings_for, until
 
-from training.dataset import Sample
-
-RETRY_AFTER_S = 7
-TIGHT = {
-    "max_batch_size": 1,
-    "max_queue_size": 4,
-    "max_faces": 4,
-    "max_wait_ms": 0,
-    "max_pending_requests": 2,
-    "request_deadline_ms": 1000,
-    "max_queue_wait_ms": 1000,
-    "retry_after_s": RETRY_AFTER_S,
-}
-IMPATIENT = {
-    "max_batch_size": 1,
-    "max_wait_ms": 0,
-    "max_queue_wait_ms": 0.001,
-    "detector": "centerface",
-}
+RETRY_AFTER = "7"  # app_harness.DEFAULTS
+FACE = png(np.random.default_rng(1).integers(0, 256, (160, 160), dtype=np.uint8))
+BOX = [40.0, 40.0, 120.0, 120.0]
 
 
-@pytest.fixture(scope="module")
-def tight(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    with serving(
-        tmp_path_factory.mktemp("tight-service"), model_path=tiny_model, **TIGHT
-    ) as running:
-        yield running
+async def post(served: Served, boxes: Sequence[Sequence[float]] | None = (BOX,)) -> httpx.Response:
+    form = {} if boxes is None else {"boxes": json.dumps([list(b) for b in boxes])}
+    return await served.client.post("/align", files={"image": ("f.png", FACE)}, data=form)
 
 
-@pytest.fixture(scope="module")
-def impatient(
-    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningService]:
-    with serving(
-        tmp_path_factory.mktemp("impatient"), model_path=tiny_model, **IMPATIENT
-    ) as running:
-        yield running
-
-
-def post(url: str, data: bytes, boxes: list[list[float]] | None) -> httpx.Response:
-    """POST /align with these boxes (None: none sent, the detector finds the faces)."""
-    form = {} if boxes is None else {"boxes": json.dumps(boxes)}
-    with httpx.Client(base_url=url, timeout=30) as client:
-        return client.post("/align", files={"image": ("f.jpg", data)}, data=form)
-
-
-def together(
-    url: str, requests: list[tuple[bytes, list[list[float]] | None]], gap_s: float = 0.0
-) -> list[httpx.Response]:
-    """Send requests from threads at (about) the same time, ``gap_s`` apart; answers in order."""
-    answers: list[httpx.Response | None] = [None] * len(requests)
-
-    def send(i: int) -> None:
-        answers[i] = post(url, *requests[i])
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
-    for thread in threads:
-        thread.start()
-        time.sleep(gap_s)
-    for thread in threads:
-        thread.join(60)
-    assert all(a is not None for a in answers)
-    return [a for a in answers if a is not None]
-
-
-def assert_retry_later(response: httpx.Response, reason: str) -> None:
+def assert_retry_later(response: httpx.Response, reason: str) -> str:
     assert response.status_code == 503, response.text
     assert response.json()["error"] == reason
-    assert response.headers["retry-after"] == str(RETRY_AFTER_S)
+    assert response.headers["retry-after"] == RETRY_AFTER
+    detail: str = response.json()["detail"]
+    return detail
 
 
-def test_a_full_queue_answers_503_at_once(tight: RunningService, test_faces: list[Sample]) -> None:
-    sample = test_faces[0]
-    data = sample.image_path.read_bytes()
-    four = [sample.detector_box.tolist()] * 4  # fills the queue on its own
-    for _ in range(10):  # two uploads decoded side by side; one of them finds the queue full
-        answers = together(tight.url, [(data, four), (data, four)])
-        codes = sorted(a.status_code for a in answers)
-        # 504: on a machine too busy for the 1 s deadline; try again
-        assert set(codes) <= {200, 503, 504}, [a.text for a in answers]
-        if codes == [200, 503]:
-            break
-    assert codes == [200, 503], "ten pairs of requests never overlapped in the queue"
-    rejected = next(a for a in answers if a.status_code == 503)
-    assert_retry_later(rejected, "queue_full")
-    # Full (64 faces), or (on a slow, busy machine) more work queued than the 1 s a face may wait.
-    assert any(
-        reason in rejected.json()["detail"] for reason in ("cannot take 4 more", "may wait")
-    ), rejected.text
-    accepted = next(a for a in answers if a.status_code == 200)
-    assert len(accepted.json()["faces"]) == 4
-    assert rejected.elapsed < accepted.elapsed  # refused at once, not after waiting
-    again = post(tight.url, data, [sample.detector_box.tolist()])
-    assert again.status_code == 200, again.text
+def assert_faces(response: httpx.Response, count: int) -> None:
+    assert response.status_code == 200, response.text
+    assert len(response.json()["faces"]) == count
 
 
-def test_too_many_requests_get_503_at_once_and_late_ones_504(
-    tight: RunningService, test_faces: list[Sample]
-) -> None:
-    # Two uploads that trickle in for 3 s hold both request slots past their deadline.
-    def trickle() -> Iterator[bytes]:
-        for _ in range(15):
-            yield b"-" * 100
-            time.sleep(0.2)
+def test_a_full_queue_answers_503_queue_full_at_once(tiny_model: Path) -> None:
+    settings = settings_for(
+        tiny_model, max_batch_size=1, max_wait_ms=0, max_queue_size=4, max_faces=4
+    )
+    engine = ControlledEngine(settings)
 
-    def slow_upload() -> httpx.Response:
-        with httpx.Client(base_url=tight.url, timeout=30) as client:
-            return client.post(
-                "/align", content=trickle(), headers={"content-type": "application/json"}
+    async def main() -> None:
+        async with serve(settings, engine) as served:
+            engine.hold()
+            running = asyncio.ensure_future(post(served))
+            await until(engine.entered.is_set, "the engine running a request")
+            four = asyncio.ensure_future(post(served, [BOX] * 4))  # fills the queue
+            await served.until_metric("dan_queue_depth", 4)
+            detail = assert_retry_later(await post(served), "queue_full")
+            assert detail == (
+                "the inference queue holds 4 of at most 4 faces (DAN_MAX_QUEUE_SIZE) and cannot "
+                "take 1 more; retry later"
             )
+            engine.release()
+            assert_faces(await running, 1)
+            assert_faces(await four, 4)
+            assert_faces(await post(served), 1)  # room again
+            assert await served.metric("dan_errors_total", reason="queue_full") == 1
+            assert await served.metric("dan_errors_total", reason="queue_wait_too_long") == 0
 
-    late: list[httpx.Response] = []
-    threads = [threading.Thread(target=lambda: late.append(slow_upload())) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.3)
-    sample = test_faces[1]
-    started = time.monotonic()
-    refused = post(tight.url, sample.image_path.read_bytes(), [sample.detector_box.tolist()])
-    assert time.monotonic() - started < 0.5
-    assert_retry_later(refused, "overloaded")
-    assert "DAN_MAX_PENDING_REQUESTS" in refused.json()["detail"]
-    for thread in threads:
-        thread.join(30)
-    for answer in late:
-        assert answer.status_code == 504, answer.text
-        assert answer.json() == {
-            "error": "deadline_exceeded",
-            "detail": "no answer within the deadline of 1000 ms",
-        }
-    recovered = post(tight.url, sample.image_path.read_bytes(), [sample.detector_box.tolist()])
-    assert recovered.status_code == 200, recovered.text
-    errors = {
-        s.labels["reason"]: s.value
-        for family in text_string_to_metric_families(tight.client.get("/metrics").text)
-        for s in family.samples
-        if s.name == "dan_errors_total"
-    }
-    assert errors["deadline_exceeded"] == 2
-    assert errors["overloaded"] == 1
+    asyncio.run(main())
 
 
-def test_work_ahead_longer_than_the_longest_wait_gets_503_at_once(
-    impatient: RunningService, test_faces: list[Sample]
+def test_work_ahead_longer_than_the_longest_wait_answers_503_queue_wait_too_long(
+    tiny_model: Path,
 ) -> None:
-    sample = test_faces[0]
-    data = sample.image_path.read_bytes()
-    one, four = [sample.detector_box.tolist()], [sample.detector_box.tolist()] * 4
-    first = post(impatient.url, data, one)  # an idle queue always takes a request
-    assert first.status_code == 200, first.text
-    for _ in range(10):  # the second arrives while the detector runs for the first: turned away
-        answers = together(impatient.url, [(data, None), (data, four)], gap_s=0.02)
-        codes = [a.status_code for a in answers]
-        assert set(codes) <= {200, 503}, [a.text for a in answers]
-        if codes == [200, 503]:
-            break
-    assert codes == [200, 503], "ten pairs of requests never overlapped"
-    accepted, rejected = answers
-    assert rejected.json()["error"] == "queue_full"
-    assert "a face may wait" in rejected.json()["detail"], rejected.text
-    assert rejected.elapsed < accepted.elapsed  # refused at once, not after waiting
-    again = post(impatient.url, data, one)  # idle again: taken
-    assert again.status_code == 200, again.text
+    # A face may wait a microsecond: any work ahead (here a request whose face is being
+    # found) turns a request away, while an idle service takes it.
+    settings = settings_for(tiny_model, max_batch_size=1, max_wait_ms=0, max_queue_wait_ms=0.001)
+    finder = ControlledFinder()
+
+    async def main() -> None:
+        async with serve(settings, ControlledEngine(settings), finder) as served:
+            assert_faces(await post(served), 1)  # idle: taken; the time per face is now known
+            finder.hold()
+            preparing = asyncio.ensure_future(post(served, boxes=None))
+            await until(finder.entered.is_set, "a request's face being found")
+            detail = assert_retry_later(await post(served), "queue_wait_too_long")
+            assert "0 faces queued, 1 requests being prepared" in detail
+            assert "a face may wait (DAN_MAX_QUEUE_WAIT_MS); retry later" in detail
+            finder.release()
+            assert_faces(await preparing, 1)
+            assert_faces(await post(served), 1)  # idle again: taken
+            assert await served.metric("dan_errors_total", reason="queue_wait_too_long") == 1
+            assert await served.metric("dan_errors_total", reason="queue_full") == 0
+
+    asyncio.run(main())
+
+
+def test_too_many_requests_get_503_overloaded_at_once_and_stalled_ones_504(
+    tiny_model: Path,
+) -> None:
+    settings = settings_for(
+        tiny_model, max_pending_requests=2, request_deadline_ms=300, max_queue_wait_ms=300
+    )
+    never = asyncio.Event()
+
+    async def stalled_body() -> AsyncIterator[bytes]:
+        yield b'{"image": "'
+        await never.wait()  # the rest never comes: only the deadline ends the request
+        yield b'"}'
+
+    async def main() -> None:
+        async with serve(settings, ControlledEngine(settings)) as served:
+            stalled = [
+                asyncio.ensure_future(
+                    served.client.post(
+                        "/align",
+                        content=stalled_body(),
+                        headers={"content-type": "application/json"},
+                    )
+                )
+                for _ in range(2)
+            ]
+            admission = served.state.admission
+            await until(lambda: admission.pending == 2, "two requests in progress")
+            detail = assert_retry_later(await post(served), "overloaded")
+            assert detail == (
+                "2 requests are in progress, the most this service takes "
+                "(DAN_MAX_PENDING_REQUESTS); retry later"
+            )
+            for answer in await asyncio.gather(*stalled):
+                assert answer.status_code == 504, answer.text
+                assert answer.json() == {
+                    "error": "deadline_exceeded",
+                    "detail": "no answer within the deadline of 300 ms",
+                }
+            assert admission.pending == 0
+            assert_faces(await post(served), 1)
+            assert await served.metric("dan_errors_total", reason="deadline_exceeded") == 2
+            assert await served.metric("dan_errors_total", reason="overloaded") == 1
+
+    asyncio.run(main())

@@ -1,4 +1,10 @@
-"""service.batching in plain asyncio: coalescing, waiting, failures, back-pressure, deadlines."""
+"""service.batching in plain asyncio: coalescing, waiting, each failure branch, expiry, draining.
+
+The batcher is a library without HTTP: its failures are its own exceptions.
+Tests that need the worker busy hold it in a ``Gate`` (the batch function
+blocks until released) and wait for what they can observe (the gate entered,
+the queue depth), never for a guessed time.
+"""
 
 from __future__ import annotations
 
@@ -9,55 +15,100 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from service.batching import Batcher, Completed
-from service.errors import (
-    DeadlineExceededError,
-    InferenceFailedError,
-    QueueFullError,
-    ShuttingDownError,
+from service.batching import (
+    Batcher,
+    BatchFailedError,
+    ClosedError,
+    Completed,
+    DroppedError,
+    ExpiredError,
+    ItemFailedError,
 )
 
-FAR = 1e9  # a deadline that never passes (event-loop seconds)
+WAIT_S = 10.0  # the longest a test waits for something it expects to happen
 
 
 class Doubler:
-    """A batch function that doubles numbers, records its batches, may be slow and may fail."""
+    """A batch function that doubles numbers and records its batches; it may be slow, raise
+    for a batch, refuse single values, or be held at a gate until released."""
 
-    def __init__(self, delay_s: float = 0.0, fail_on: Callable[[int], bool] | None = None) -> None:
+    def __init__(
+        self,
+        delay_s: float = 0.0,
+        fail_on: Callable[[int], bool] | None = None,
+        refuse: Callable[[int], bool] | None = None,
+    ) -> None:
         self.delay_s = delay_s
         self.fail_on = fail_on
+        self.refuse = refuse
         self.batches: list[list[int]] = []
         self.lock = threading.Lock()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
 
-    def __call__(self, values: Sequence[int]) -> list[int]:
+    def __call__(self, values: Sequence[int]) -> list[int | Exception]:
         with self.lock:
             self.batches.append(list(values))
+        self.entered.set()
+        assert self.gate.wait(WAIT_S), "the gate was never opened"
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.fail_on is not None and any(self.fail_on(v) for v in values):
             raise ValueError(f"cannot double a batch holding {values}")
-        return [2 * v for v in values]
+        return [
+            ValueError(f"{v} is not doubled") if self.refuse and self.refuse(v) else 2 * v
+            for v in values
+        ]
+
+    def hold(self) -> None:
+        """Batches block until ``release``."""
+        self.entered.clear()
+        self.gate.clear()
+
+    def release(self) -> None:
+        self.gate.set()
 
 
-def make(infer: Callable[[Sequence[int]], Sequence[int]], **options: float) -> Batcher[int, int]:
-    settings: dict[str, float] = {
-        "max_batch_size": 4,
-        "max_wait_s": 0.01,
-        "max_queue_size": 64,
-        "max_queue_wait_s": float("inf"),
-    }
+class Observer:
+    def __init__(self, fail_first: bool = False) -> None:
+        self.calls: list[tuple[int, int]] = []  # (size, failed)
+        self.fail_first = fail_first
+
+    def batch_done(
+        self, size: int, queue_waits: Sequence[float], inference_s: float, failed: int
+    ) -> None:
+        self.calls.append((size, failed))
+        assert len(queue_waits) == size and inference_s >= 0
+        if self.fail_first and len(self.calls) == 1:
+            raise RuntimeError("the observer fell over")
+
+
+def make(
+    infer: Callable[[Sequence[int]], Sequence[int | Exception]],
+    observer: Observer | None = None,
+    **options: float,
+) -> Batcher[int, int]:
+    settings: dict[str, float] = {"max_batch_size": 4, "max_wait_s": 0.01}
     settings.update(options)
     return Batcher(
         infer,
         max_batch_size=int(settings["max_batch_size"]),
         max_wait_s=settings["max_wait_s"],
-        max_queue_size=int(settings["max_queue_size"]),
-        max_queue_wait_s=settings["max_queue_wait_s"],
+        observer=observer,
     )
 
 
-async def one(batcher: Batcher[int, int], value: int, deadline: float = FAR) -> Completed[int]:
-    (result,) = await batcher.run_many([value], deadline)
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (yielding to the loop) until ``condition`` holds; fail after ``WAIT_S``."""
+    end = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < end, f"never saw {what}"
+        await asyncio.sleep(0.001)
+
+
+async def one(batcher: Batcher[int, int], value: int) -> Completed[int]:
+    (result,) = await batcher.run_many([value])
     return result
 
 
@@ -104,7 +155,7 @@ def test_a_full_batch_runs_without_waiting() -> None:
         batcher = make(Doubler(), max_batch_size=4, max_wait_s=5.0)
         batcher.start()
         started = time.perf_counter()
-        results = await batcher.run_many([1, 2, 3, 4], FAR)
+        results = await batcher.run_many([1, 2, 3, 4])
         assert [r.value for r in results] == [2, 4, 6, 8]
         elapsed = time.perf_counter() - started
         await batcher.stop()
@@ -113,23 +164,63 @@ def test_a_full_batch_runs_without_waiting() -> None:
     assert asyncio.run(main()) < 1.0
 
 
-def test_a_failing_batch_fails_every_caller_in_it_and_the_worker_survives() -> None:
+def test_the_time_per_input_is_unknown_until_a_batch_ran_then_measured() -> None:
+    async def main() -> tuple[float | None, float | None]:
+        batcher = make(Doubler(delay_s=0.05), max_batch_size=1, max_wait_s=0.0)
+        batcher.start()
+        before = batcher.seconds_per_item
+        await one(batcher, 1)
+        after = batcher.seconds_per_item
+        await batcher.stop()
+        return before, after
+
+    before, after = asyncio.run(main())
+    assert before is None
+    assert after is not None and after >= 0.05
+
+
+def test_a_raising_batch_fails_every_input_in_it_and_the_worker_survives() -> None:
     async def main() -> tuple[list[BaseException | Completed[int]], Completed[int], Doubler]:
         infer = Doubler(fail_on=lambda v: v < 0)
-        batcher = make(infer, max_batch_size=8, max_wait_s=0.05)
+        observer = Observer()
+        batcher = make(infer, observer, max_batch_size=3, max_wait_s=5.0)
         batcher.start()
         outcomes = await asyncio.gather(
             one(batcher, 1), one(batcher, -1), one(batcher, 2), return_exceptions=True
         )
-        after = await one(batcher, 5)
+        after = await batcher.run_many([5, 6, 7])
         await batcher.stop()
-        return list(outcomes), after, infer
+        assert observer.calls == [(3, 3), (3, 0)]
+        return list(outcomes), after[0], infer
 
     outcomes, after, infer = asyncio.run(main())
     assert infer.batches[0] == [1, -1, 2]  # one batch
-    assert all(isinstance(o, InferenceFailedError) for o in outcomes)
-    assert all("batch of 3 faces" in str(o) for o in outcomes)
+    assert all(isinstance(o, BatchFailedError) for o in outcomes)
+    assert all("batch of 3 inputs" in str(o) for o in outcomes)
     assert after.value == 10  # the worker carried on
+
+
+def test_an_input_the_batch_function_refuses_fails_alone_and_its_batch_is_answered() -> None:
+    async def main() -> tuple[list[BaseException | Completed[int]], Doubler, Observer]:
+        infer = Doubler(refuse=lambda v: v == 13)
+        observer = Observer()
+        batcher = make(infer, observer, max_batch_size=3, max_wait_s=5.0)
+        batcher.start()
+        outcomes = await asyncio.gather(
+            one(batcher, 1), one(batcher, 13), one(batcher, 2), return_exceptions=True
+        )
+        await batcher.stop()
+        return list(outcomes), infer, observer
+
+    outcomes, infer, observer = asyncio.run(main())
+    assert infer.batches == [[1, 13, 2]]  # one batch, other callers' inputs in it
+    first, refused, third = outcomes
+    assert isinstance(first, Completed) and first.value == 2 and first.batch_size == 3
+    assert isinstance(third, Completed) and third.value == 4
+    assert isinstance(refused, ItemFailedError)
+    assert str(refused) == "13 is not doubled (a failure of this input alone, in a batch of 3)"
+    assert isinstance(refused.__cause__, ValueError)
+    assert observer.calls == [(3, 1)]
 
 
 def test_a_batch_function_returning_the_wrong_count_fails_its_batch() -> None:
@@ -149,153 +240,131 @@ def test_a_batch_function_returning_the_wrong_count_fails_its_batch() -> None:
         return failed, after
 
     failed, after = asyncio.run(main())
-    assert isinstance(failed, InferenceFailedError)
+    assert isinstance(failed, BatchFailedError)
     assert after.value == 8
 
 
-def test_a_full_queue_rejects_at_once() -> None:
-    async def main() -> tuple[float, str, list[int]]:
-        release = threading.Event()
-
-        def blocked(values: Sequence[int]) -> list[int]:
-            release.wait(5.0)
-            return [2 * v for v in values]
-
-        batcher = make(blocked, max_batch_size=1, max_wait_s=0.0, max_queue_size=3)
+def test_the_worker_survives_an_error_outside_the_batch_function() -> None:
+    async def main() -> tuple[Completed[int], Completed[int]]:
+        batcher = make(Doubler(), Observer(fail_first=True), max_batch_size=1, max_wait_s=0.0)
         batcher.start()
-        running = batcher.submit_many([0], FAR)  # taken by the worker, which then blocks
-        while batcher.depth:
-            await asyncio.sleep(0.001)
-        queued = batcher.submit_many([1, 2, 3], FAR)  # fills the queue
-        started = time.perf_counter()
-        with pytest.raises(QueueFullError) as rejected:
-            batcher.submit_many([4], FAR)
-        elapsed = time.perf_counter() - started
-        release.set()
-        values = [r.value for r in await asyncio.gather(*running, *queued)]
+        first = await one(batcher, 1)  # answered before the observer raised
+        second = await one(batcher, 2)
         await batcher.stop()
-        return elapsed, str(rejected.value), values
+        return first, second
 
-    elapsed, message, values = asyncio.run(main())
-    assert elapsed < 0.01
-    assert "holds 3 of at most 3" in message
-    assert values == [0, 2, 4, 6]  # the accepted ones all completed
+    first, second = asyncio.run(main())
+    assert (first.value, second.value) == (2, 4)
 
 
-def test_a_request_is_queued_whole_or_not_at_all() -> None:
-    async def main() -> int:
-        batcher = make(Doubler(), max_queue_size=4, max_wait_s=1.0, max_batch_size=8)
-        batcher.start()
-        batcher.submit_many([1, 2, 3], FAR)
-        with pytest.raises(QueueFullError):
-            batcher.submit_many([4, 5], FAR)
-        depth = batcher.depth
-        await batcher.stop()
-        return depth
-
-    assert asyncio.run(main()) == 3
-
-
-def test_a_queue_slower_than_the_deadline_rejects_at_once() -> None:
-    async def main() -> tuple[float, str, int]:
-        batcher = make(Doubler(delay_s=0.05), max_batch_size=1, max_wait_s=0.0)
-        batcher.start()
-        await one(batcher, 0)  # one batch: about 0.05 s per face
-        loop = asyncio.get_running_loop()
-        queued = batcher.submit_many(list(range(1, 11)), FAR)  # about 0.5 s of work
-        started = time.perf_counter()
-        with pytest.raises(QueueFullError) as rejected:
-            batcher.submit_many([11], loop.time() + 0.2)
-        elapsed = time.perf_counter() - started
-        accepted = await one(batcher, 12, deadline=loop.time() + 5.0)
-        await asyncio.gather(*queued)
-        await batcher.stop()
-        return elapsed, str(rejected.value), accepted.value
-
-    elapsed, message, value = asyncio.run(main())
-    assert elapsed < 0.01
-    assert "s of work, more than the 0.20 s left before the request's deadline" in message
-    assert value == 24
-
-
-def test_a_queue_longer_than_the_longest_wait_rejects_at_once() -> None:
-    async def main() -> tuple[str, list[int], int]:
-        batcher = make(
-            Doubler(delay_s=0.05), max_batch_size=1, max_wait_s=0.0, max_queue_wait_s=0.12
-        )
-        batcher.start()
-        await one(batcher, 0)  # one batch: about 0.05 s per face
-        first = batcher.submit_many([1, 2, 3, 4], FAR)  # nothing ahead: taken
-        with pytest.raises(QueueFullError) as rejected:  # about 0.2 s ahead
-            batcher.submit_many([5], FAR)
-        values = [r.value for r in await asyncio.gather(*first)]
-        accepted = await one(batcher, 8)  # the queue drained: taken again
-        await batcher.stop()
-        return str(rejected.value), values, accepted.value
-
-    message, values, value = asyncio.run(main())
-    assert "more than the 0.12 s a face may wait" in message
-    assert values == [2, 4, 6, 8]
-    assert value == 16
-
-
-def test_an_item_past_its_deadline_is_not_run_and_its_caller_gets_deadline_exceeded() -> None:
+def test_an_expired_input_is_not_run_and_its_caller_gets_expired() -> None:
     async def main() -> tuple[BaseException | Completed[int], Completed[int], Doubler]:
-        infer = Doubler(delay_s=0.15)
+        infer = Doubler()
+        batcher = make(infer, max_batch_size=4, max_wait_s=0.0)
+        batcher.start()
+        infer.hold()
+        running = batcher.submit([1])
+        await until(infer.entered.is_set, "the worker in the batch function")
+        loop = asyncio.get_running_loop()
+        (late,) = batcher.submit([2], expires_at=loop.time())  # expired when the worker comes
+        on_time = batcher.submit([3])
+        infer.release()
+        outcomes = await asyncio.gather(late, return_exceptions=True)
+        await asyncio.gather(*running, *on_time)
+        after = await one(batcher, 4)
+        await batcher.stop()
+        return outcomes[0], after, infer
+
+    late, after, infer = asyncio.run(main())
+    assert isinstance(late, ExpiredError)
+    assert "expired after" in str(late) and "before its batch ran" in str(late)
+    assert infer.batches == [[1], [3], [4]]  # the expired input never ran
+    assert after.value == 8
+
+
+def test_a_caller_that_stops_waiting_withdraws_its_inputs() -> None:
+    async def main() -> Doubler:
+        infer = Doubler()
         batcher = make(infer, max_batch_size=1, max_wait_s=0.0)
         batcher.start()
-        loop = asyncio.get_running_loop()
-        first = asyncio.ensure_future(one(batcher, 1))  # occupies the worker for 0.15 s
-        await asyncio.sleep(0.01)
-        (late,) = await asyncio.gather(
-            one(batcher, 2, deadline=loop.time() + 0.05), return_exceptions=True
-        )
-        done = await first
-        await asyncio.sleep(0.2)  # the worker has since looked at the expired item
+        infer.hold()
+        running = batcher.submit([1])
+        await until(infer.entered.is_set, "the worker in the batch function")
+        waiting = asyncio.ensure_future(batcher.run_many([2, 3]))
+        await until(lambda: batcher.depth == 2, "two inputs queued")
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        infer.release()
+        await asyncio.gather(*running)
+        await one(batcher, 4)
         await batcher.stop()
-        return late, done, infer
+        return infer
 
-    late, done, infer = asyncio.run(main())
-    assert isinstance(late, DeadlineExceededError)
-    assert done.value == 2
-    assert [2] not in infer.batches  # the expired face never ran
-
-
-def test_a_deadline_does_not_fire_early() -> None:
-    async def main() -> Completed[int]:
-        batcher = make(Doubler(delay_s=0.05), max_batch_size=1, max_wait_s=0.0)
-        batcher.start()
-        loop = asyncio.get_running_loop()
-        result = await one(batcher, 7, deadline=loop.time() + 2.0)
-        await batcher.stop()
-        return result
-
-    assert asyncio.run(main()).value == 14
+    assert asyncio.run(main()).batches == [[1], [4]]
 
 
 def test_stop_drains_the_queue_then_refuses_new_work() -> None:
     async def main() -> tuple[list[int], BaseException | None]:
         batcher = make(Doubler(delay_s=0.01), max_batch_size=2, max_wait_s=1.0)
         batcher.start()
-        futures = batcher.submit_many([1, 2, 3, 4, 5], FAR)
+        futures = batcher.submit([1, 2, 3, 4, 5])
         await batcher.stop(timeout=5.0)
         values = [f.result().value for f in futures]
         refused: BaseException | None = None
         try:
-            batcher.submit_many([6], FAR)
-        except ShuttingDownError as e:
+            batcher.submit([6])
+        except ClosedError as e:
             refused = e
         return values, refused
 
     values, refused = asyncio.run(main())
     assert values == [2, 4, 6, 8, 10]
-    assert refused is not None
+    assert refused is not None and "it is stopping" in str(refused)
 
 
-@pytest.mark.parametrize(
-    ("option", "value"),
-    [("max_batch_size", 0), ("max_wait_s", -0.001), ("max_queue_size", 0), ("max_queue_wait_s", 0)],
-)
+def test_a_batcher_not_started_takes_nothing() -> None:
+    async def main() -> None:
+        with pytest.raises(ClosedError, match="not started"):
+            make(Doubler()).submit([1])
+
+    asyncio.run(main())
+
+
+def test_past_the_drain_timeout_the_running_batch_and_the_queue_are_dropped() -> None:
+    async def main() -> tuple[list[BaseException | Completed[int]], float, Doubler]:
+        infer = Doubler()
+        batcher = make(infer, max_batch_size=1, max_wait_s=0.0)
+        batcher.start()
+        infer.hold()
+        running = batcher.submit([1])
+        await until(infer.entered.is_set, "the worker in the batch function")
+        queued = batcher.submit([2, 3])
+        started = time.perf_counter()
+        await batcher.stop(timeout=0.05)
+        stopped_after = time.perf_counter() - started
+        outcomes = await asyncio.gather(*running, *queued, return_exceptions=True)
+        infer.release()  # the thread the worker left behind finishes
+        return list(outcomes), stopped_after, infer
+
+    outcomes, stopped_after, infer = asyncio.run(main())
+    assert all(isinstance(o, DroppedError) for o in outcomes), outcomes
+    assert "after draining for 0.05 s" in str(outcomes[0])
+    assert stopped_after < WAIT_S / 2  # did not wait for the blocked batch
+    assert infer.batches == [[1]]  # the queued inputs never ran
+
+
+def test_starting_twice_is_refused() -> None:
+    async def main() -> None:
+        batcher = make(Doubler())
+        batcher.start()
+        with pytest.raises(RuntimeError, match="already started"):
+            batcher.start()
+        await batcher.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(("option", "value"), [("max_batch_size", 0), ("max_wait_s", -0.001)])
 def test_bad_settings_fail_at_construction(option: str, value: float) -> None:
     with pytest.raises(ValueError, match=option):
         make(Doubler(), **{option: value})

@@ -1,9 +1,11 @@
-"""service.errors: one table gives every error its status; reasons are unique and stable."""
+"""service.errors: one table gives every error its status; reasons are unique and stable; each
+failure of the batching queue has one answer."""
 
 from __future__ import annotations
 
 import inspect
 
+import service.batching as batching
 import service.errors as errors
 
 
@@ -41,3 +43,42 @@ def test_an_unlisted_subclass_gets_its_parents_status() -> None:
 
     assert errors.http_status(Special("x")) == 503
     assert errors.http_status(errors.ServiceError("x")) == 500
+
+
+def test_a_full_queue_and_too_long_a_wait_are_different_reasons_both_retry_later() -> None:
+    full, too_long = errors.QueueFullError("x"), errors.QueueWaitTooLongError("x")
+    assert (full.reason, too_long.reason) == ("queue_full", "queue_wait_too_long")
+    assert errors.http_status(full) == errors.http_status(too_long) == 503
+
+
+def test_each_failure_of_the_batching_queue_has_one_answer() -> None:
+    failures = {
+        cls
+        for _, cls in inspect.getmembers(batching, inspect.isclass)
+        if issubclass(cls, batching.BatchingError) and cls is not batching.BatchingError
+    }
+    assert failures == set(errors.BATCHING_ERRORS)
+    expected = {
+        batching.ItemFailedError: (500, "inference_failed"),
+        batching.BatchFailedError: (500, "inference_failed"),
+        batching.ExpiredError: (504, "deadline_exceeded"),
+        batching.DroppedError: (503, "shutting_down"),
+        batching.ClosedError: (503, "shutting_down"),
+    }
+    for cls, (status, reason) in expected.items():
+        answer = errors.from_batching(cls("what happened"))
+        assert (errors.http_status(answer), answer.reason) == (status, reason), cls
+        assert answer.message.endswith(": what happened")
+    one_face = errors.from_batching(batching.ItemFailedError("NaN"))
+    assert one_face.message == "inference failed for this face: NaN"
+
+
+def test_an_unknown_failure_of_the_batching_queue_is_an_internal_error() -> None:
+    class Strange(batching.BatchingError):
+        pass
+
+    class Later(batching.ExpiredError):
+        pass
+
+    assert errors.from_batching(Strange("odd")).reason == "internal_error"
+    assert errors.from_batching(Later("late")).reason == "deadline_exceeded"  # its parent's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from service.metrics import ServiceMetrics, batch_buckets
@@ -11,19 +12,21 @@ def test_metrics_live_in_the_given_registry_and_move() -> None:
     registry = CollectorRegistry()
     metrics = ServiceMetrics(registry, max_batch_size=8)
     ServiceMetrics(CollectorRegistry(), max_batch_size=8)  # a second instance does not clash
-    metrics.batch_done(3, [0.001, 0.002, 0.004], 0.02, failed=False)
-    metrics.batch_done(1, [0.5], 0.01, failed=True)
+    metrics.batch_done(3, [0.001, 0.002, 0.004], 0.02, failed=0)
+    metrics.batch_done(1, [0.5], 0.01, failed=1)
+    metrics.batch_done(2, [0.1, 0.1], 0.01, failed=1)  # one face failed alone
     metrics.set_model("tiny", "0.0.1", "cpu")
     depth = [5]
     metrics.track_queue(lambda: depth[0], capacity=64)
     value = registry.get_sample_value
-    assert value("dan_batch_size_count") == 2
-    assert value("dan_batch_size_sum") == 4
-    assert value("dan_batch_size_bucket", {"le": "4.0"}) == 2
-    assert value("dan_queue_wait_seconds_count") == 4
-    assert value("dan_inference_duration_seconds_sum") == 0.03
+    assert value("dan_batch_size_count") == 3
+    assert value("dan_batch_size_sum") == 6
+    assert value("dan_batch_size_bucket", {"le": "4.0"}) == 3
+    assert value("dan_queue_wait_seconds_count") == 6
+    assert value("dan_inference_duration_seconds_sum") == pytest.approx(0.04)
     assert value("dan_batches_total", {"outcome": "ok"}) == 1
     assert value("dan_batches_total", {"outcome": "failed"}) == 1
+    assert value("dan_batches_total", {"outcome": "partial"}) == 1
     assert value("dan_model_info", {"name": "tiny", "version": "0.0.1", "provider": "cpu"}) == 1
     assert value("dan_queue_depth") == 5
     depth[0] = 2
