@@ -1,12 +1,13 @@
 """Training crops: random mirroring and similarity perturbations of the initial shape.
 
-A training crop is made as at test time (the mean shape placed in a face box,
-the similarity from it to S0, a bilinear warp), except that the initial shape
-is first perturbed by a random similarity about its centre: rotation ~ N(0,
-rotation_sd), scale ~ N(1, scale_sd), translation ~ N(0, translation_sd x the
-face's width / height). The translation is relative to the face, as the paper
-intends (the reference code draws it in 112-frame pixels but applies it in
-image pixels, which shrinks it for large faces; we do not reproduce that).
+A training crop is made as at test time (``model.crop``: the mean shape
+placed in a face box, the similarity from it to S0, a bilinear warp), except
+that the initial shape is first perturbed by a random similarity about its
+centre: rotation ~ N(0, rotation_sd), scale ~ N(1, scale_sd), translation ~
+N(0, translation_sd x the face's width / height). The translation is relative
+to the face, as the paper intends (the reference code draws it in 112-frame
+pixels but applies it in image pixels, which shrinks it for large faces; we do
+not reproduce that).
 """
 
 from __future__ import annotations
@@ -15,17 +16,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from model.arrays import FloatArray, GrayImage
-from model.geometry import (
-    apply_affine,
-    bounding_box,
-    crop_transform,
-    initial_shape_from_box,
-)
+from model.crop import crop_transform, initial_shape_from_box, warp_crop
+from model.geometry import apply_affine, bounding_box
 from model.landmarks import mirror_landmarks
 
 
@@ -54,20 +50,6 @@ class Face:
             np.asarray(mirror_landmarks(self.landmarks, width), dtype=np.float64),
             np.array([width - 1 - x1, y0, width - 1 - x0, y1]),
         )
-
-
-def warp_crop(image: GrayImage, transform: FloatArray, size: int) -> GrayImage:
-    """Bilinear crop (size, size) of an image by a 2x3 image->crop transform, edge replicated."""
-    return np.asarray(
-        cv2.warpAffine(
-            image,
-            transform,
-            (size, size),
-            flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
-        ),
-        dtype=np.uint8,
-    )
 
 
 def perturb_shape(shape: FloatArray, rng: np.random.Generator, p: Perturbation) -> FloatArray:

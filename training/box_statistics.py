@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.geometry import bounding_box, fit_similarity, initial_shape_from_box
+from model.crop import initial_shape_from_box
+from model.geometry import bounding_box, fit_similarity
 from training.dataset import SPLITS, BoxSource, Sample, load_split
 from training.mean_shape import canonical_mean_shape
 

@@ -4,8 +4,8 @@
         --split common --output-dir runs/eval-common
 
 Each face is initialised from its box (default: the detector boxes of the box
-file, the paper's protocol), cropped exactly as the service crops, run through
-onnxruntime, and mapped back to image pixels. Reports the mean error
+file, the paper's protocol), cropped by ``model.crop`` (as the service and
+training crop), run through onnxruntime, and mapped back to image pixels. Reports the mean error
 normalised by the inter-ocular, inter-pupil and box-diagonal distances, AUC
 up to 0.08 and the failure rate at 0.08 (inter-ocular), for the final stage
 and for every earlier stage; writes ``summary.json``, ``per_image.csv`` and
@@ -30,8 +30,7 @@ import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 
-from model.geometry import apply_affine, box_crop_transform, invert_affine
-from training.augment import warp_crop
+from model.crop import crop_face, to_image
 from training.dataset import SPLITS, BoxSource, load_split, read_gray
 from training.export import set_metadata
 from training.metrics import ced, normalised_errors, summarise
@@ -83,15 +82,14 @@ def predict(
     """Landmarks (M, stages, 68, 2) in image pixels, one face per (image, box)."""
     results = []
     for i in range(0, len(images), batch_size):
-        transforms = [box_crop_transform(b, model.mean_shape) for b in boxes[i : i + batch_size]]
-        crops = np.stack(
-            [
-                warp_crop(img, m, model.input_size)
-                for img, m in zip(images[i : i + batch_size], transforms, strict=True)
-            ]
-        )
-        out = model.stage_landmarks(crops)
-        results += [apply_affine(invert_affine(m), o) for m, o in zip(transforms, out, strict=True)]
+        crops = [
+            crop_face(image, box, model.mean_shape, model.input_size)
+            for image, box in zip(
+                images[i : i + batch_size], boxes[i : i + batch_size], strict=True
+            )
+        ]
+        out = model.stage_landmarks(np.stack([c.pixels for c in crops]))
+        results += [to_image(o, c) for c, o in zip(crops, out, strict=True)]
     return np.stack(results)
 
 

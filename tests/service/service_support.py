@@ -1,7 +1,7 @@
 """Helpers for the service tests: a real ``python -m service`` process, and reference landmarks.
 
-The reference path is training's own: cv2 decoding (``training.dataset``), the
-training crop (``training.augment.warp_crop``) and a plain onnxruntime session,
+The reference path is evaluation's own: cv2 decoding (``training.dataset``),
+the one crop (``model.crop.warp_crop``) and a plain onnxruntime session,
 so a test comparing it with the service checks decode, crop, batching and the
 mapping back together.
 """
@@ -23,8 +23,8 @@ import numpy as np
 import onnxruntime as ort
 from service_process import ServiceProcess
 
-from model.geometry import apply_affine, box_crop_transform, invert_affine
-from training.augment import warp_crop
+from model.crop import box_crop_transform, warp_crop
+from model.geometry import apply_affine, invert_affine
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0

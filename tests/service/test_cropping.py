@@ -1,29 +1,30 @@
-"""service.cropping: the very crop training makes, and landmarks mapped back exactly."""
+"""service.cropping: an upload's crop is the one evaluation makes, keypoint crops, landmarks back."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from model.geometry import apply_affine, box_crop_transform
+from model.crop import box_crop_transform, warp_crop
+from model.geometry import apply_affine
 from service.cropping import crop_face, keypoint_crop_transform, keypoints_of, to_image, warp_face
 from service.imaging import ImageLimits, decode_image
-from training.augment import warp_crop
-from training.dataset import Sample
+from training.dataset import Sample, read_gray
 
 
-def test_the_crop_is_trainings_crop_bit_for_bit(
+def test_an_uploads_crop_is_the_evaluations_crop_bit_for_bit(
     test_faces: list[Sample], mean_shape: np.ndarray
 ) -> None:
     limits = ImageLimits(max_bytes=10**7, max_pixels=10**7)
     for sample in test_faces:
-        gray = decode_image(sample.image_path.read_bytes(), limits).gray
+        gray = decode_image(sample.image_path.read_bytes(), limits).gray  # Pillow
         box = sample.detector_box
         crop = crop_face(gray, box, mean_shape, 112)
         expected_transform = box_crop_transform(box, mean_shape)
         assert np.array_equal(crop.transform, expected_transform)
         assert crop.pixels.shape == (112, 112)
-        assert np.array_equal(crop.pixels, warp_crop(gray, expected_transform, 112))
+        evaluation = warp_crop(read_gray(sample.image_path), expected_transform, 112)  # OpenCV
+        assert np.array_equal(crop.pixels, evaluation)
 
 
 def test_landmarks_map_back_to_the_image(test_faces: list[Sample], mean_shape: np.ndarray) -> None:
