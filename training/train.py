@@ -412,6 +412,7 @@ def train_one_phase(r: Run, phase: Phase, p_index: int, state: PhaseState) -> Pa
             record = {
                 "phase": phase.name,
                 "step": step,
+                "samples": step * cfg.batch_size,
                 "elapsed_s": round(state.elapsed, 1),
                 "lr": lr,
                 "train_loss": loss_avg,

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Prepare a lent-GPU training run (scripts/train_gpu.sh) here, on the CPU machine:
+# pack the 300-W faces the run needs into .gpu/ (ignored by git, carried by the device tool)
+# and check that what travels stays under the device tool's 64 MiB.
+#   bash scripts/prepare_gpu.sh [DATA_ROOT]          (default ../shared/data/300w)
+# Then, with the device tool: run(command="bash scripts/train_gpu.sh 8", carry=[".gpu"]).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA_ROOT=${1:-../shared/data/300w}
+PY=${PYTHON:-.venv/bin/python}
+grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+rm -rf .gpu/300w
+"$PY" -m training.pack --data-root "$DATA_ROOT" --out .gpu/300w
+tree_bytes=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1)
+pack_bytes=$(du -sb .gpu | cut -f1)
+total=$(( tree_bytes + pack_bytes ))
+echo "working tree $(( tree_bytes / 1048576 )) MiB + .gpu $(( pack_bytes / 1048576 )) MiB = $(( total / 1048576 )) MiB (limit 64)"
+if (( total > 64 * 1048576 )); then
+    echo "too large for the device tool: pack smaller (python -m training.pack --size / --quality)" >&2
+    exit 1
+fi
