@@ -1,8 +1,9 @@
 """The inference engine: one onnxruntime session over an exported DAN, and what its metadata says.
 
 The model file describes itself (``dan.*`` metadata written by
-``training.export``); a file without it, or of an unknown format version, is
-refused with a message naming what was expected. Providers come from the
+``training.export``, read and checked by ``model.metadata``); a file without
+it, or of an unknown format version, is refused with a message naming what
+was expected. Providers come from the
 settings: CPU with a set thread count, or CUDA / TensorRT with inputs and
 outputs bound to device buffers (IO binding) and batches padded to a few
 tuned sizes, each warmed up, so the GPU never meets a new shape while serving.
@@ -10,12 +11,11 @@ tuned sizes, each warmed up, so the GPU never meets a new shape while serving.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from model.landmarks import NUM_LANDMARKS, SCHEME
+from model.metadata import MetadataError, ModelMetadata
 from service.config import Settings
 from service.errors import ModelError, ProviderError
 
@@ -33,18 +33,6 @@ FloatArray = npt.NDArray[np.float64]
 GrayImage = npt.NDArray[np.uint8]
 ActiveProvider = Literal["cpu", "cuda", "tensorrt"]
 
-SUPPORTED_FORMAT_VERSIONS = ("1",)
-REQUIRED_METADATA = (
-    "dan.format_version",
-    "dan.model_name",
-    "dan.model_version",
-    "dan.landmark_scheme",
-    "dan.num_landmarks",
-    "dan.input_size",
-    "dan.input_name",
-    "dan.output_name",
-    "dan.mean_shape",
-)
 ORT_NAMES: dict[ActiveProvider, str] = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -53,91 +41,20 @@ ORT_NAMES: dict[ActiveProvider, str] = {
 WARMUP_GRAY_LEVEL = 127
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the service needs to know about a model, read from its ``dan.*`` metadata."""
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ModelInfo(ModelMetadata):
+    """A model's ``dan.*`` metadata (``model.metadata.ModelMetadata``) and the file it came from."""
 
     path: Path
-    name: str
-    version: str
-    format_version: str
-    landmark_scheme: str
-    num_landmarks: int
-    input_size: int  # S: crops are (S, S)
-    input_name: str
-    output_name: str
-    mean_shape: FloatArray  # (num_landmarks, 2) in crop pixels
-    num_stages: int | None = None
-    weights_dtype: str | None = None
-    licence: str | None = None
-    training_data: str | None = None
-    accuracy: dict[str, Any] = field(default_factory=dict)
 
 
 def read_model_info(metadata: Mapping[str, str], path: Path) -> ModelInfo:
-    """Parse and check the ``dan.*`` metadata of a model file."""
-    missing = [key for key in REQUIRED_METADATA if key not in metadata]
-    if missing:
-        raise ModelError(
-            f"{path} lacks the metadata {', '.join(missing)}: expected an ONNX file written by "
-            f"training.export, with the keys {', '.join(REQUIRED_METADATA)} in metadata_props"
-        )
-    version = metadata["dan.format_version"]
-    if version not in SUPPORTED_FORMAT_VERSIONS:
-        raise ModelError(
-            f"{path} has dan.format_version {version!r}; this service reads format version(s) "
-            f"{', '.join(SUPPORTED_FORMAT_VERSIONS)}"
-        )
-    scheme = metadata["dan.landmark_scheme"]
-    num_landmarks = _int(metadata, "dan.num_landmarks", path)
-    if scheme != SCHEME or num_landmarks != NUM_LANDMARKS:
-        raise ModelError(
-            f"{path} predicts {num_landmarks} landmarks of scheme {scheme!r}; this service serves "
-            f"{NUM_LANDMARKS} landmarks of scheme {SCHEME!r}"
-        )
-    input_size = _int(metadata, "dan.input_size", path)
-    if input_size < 8:
-        raise ModelError(f"{path}: dan.input_size must be at least 8 px, got {input_size}")
+    """Parse and check the ``dan.*`` metadata of a model file; ``ModelError`` says what is wrong."""
     try:
-        mean_shape = np.asarray(json.loads(metadata["dan.mean_shape"]), dtype=np.float64)
-    except (ValueError, TypeError) as e:
-        raise ModelError(
-            f"{path}: dan.mean_shape is not a JSON list of [x, y] pairs: {e}"
-        ) from None
-    if mean_shape.shape != (num_landmarks, 2) or not np.all(np.isfinite(mean_shape)):
-        raise ModelError(
-            f"{path}: dan.mean_shape must be {num_landmarks} finite [x, y] pairs, got an array of "
-            f"shape {mean_shape.shape}"
-        )
-    num_stages = _int(metadata, "dan.num_stages", path) if "dan.num_stages" in metadata else None
-    try:
-        accuracy = json.loads(metadata.get("dan.accuracy", "{}"))
-    except ValueError:
-        accuracy = {}
-    return ModelInfo(
-        path=path,
-        name=metadata["dan.model_name"],
-        version=metadata["dan.model_version"],
-        format_version=version,
-        landmark_scheme=scheme,
-        num_landmarks=num_landmarks,
-        input_size=input_size,
-        input_name=metadata["dan.input_name"],
-        output_name=metadata["dan.output_name"],
-        mean_shape=mean_shape,
-        num_stages=num_stages,
-        weights_dtype=metadata.get("dan.weights_dtype"),
-        licence=metadata.get("dan.licence"),
-        training_data=metadata.get("dan.training_data"),
-        accuracy=accuracy if isinstance(accuracy, dict) else {},
-    )
-
-
-def _int(metadata: Mapping[str, str], key: str, path: Path) -> int:
-    try:
-        return int(metadata[key])
-    except ValueError:
-        raise ModelError(f"{path}: {key} must be an integer, got {metadata[key]!r}") from None
+        parsed = ModelMetadata.from_onnx_props(metadata, path)
+    except MetadataError as e:
+        raise ModelError(str(e)) from None
+    return ModelInfo(path=path, **parsed.field_values())
 
 
 class NonFiniteOutputError(ValueError):

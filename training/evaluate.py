@@ -5,18 +5,25 @@
 
 Each face is initialised from its box (default: the detector boxes of the box
 file, the paper's protocol), cropped by ``model.crop`` (as the service and
-training crop), run through onnxruntime, and mapped back to image pixels. Reports the mean error
-normalised by the inter-ocular, inter-pupil and box-diagonal distances, AUC
-up to 0.08 and the failure rate at 0.08 (inter-ocular), for the final stage
-and for every earlier stage; writes ``summary.json``, ``per_image.csv`` and
-``ced.png``. ``--write-metadata`` stores the summary in the model file's
-``dan.accuracy`` metadata (the graph is left untouched).
+training crop), run through onnxruntime, and mapped back to image pixels.
+Reports the mean error normalised by the inter-ocular, inter-pupil and
+box-diagonal distances, AUC up to 0.08 and the failure rate at 0.08
+(inter-ocular), for the final stage and for every earlier stage; writes
+``summary.json``, ``per_image.csv`` and ``ced.png``. ``--write-metadata``
+stores the summary in the model file's ``dan.accuracy`` metadata (the graph is
+left untouched).
+
+Needs no torch: the serving install (``pip install -e '.[cpu]'``) evaluates a
+model file. ``ced.png`` needs matplotlib and ``--write-metadata`` the onnx
+package (both in the ``train`` extra); without matplotlib the plot is skipped
+with a warning.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import sys
@@ -27,25 +34,23 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnx
 import onnxruntime as ort
 
+from model.arrays import FloatArray, GrayImage
 from model.crop import crop_face, to_image
+from model.metadata import STAGE_OUTPUT_NAME, ModelMetadata, onnx_props, set_onnx_props
 from training.dataset import SPLITS, BoxSource, load_split, read_gray
-from training.export import set_metadata
 from training.metrics import ced, normalised_errors, summarise
 
 log = logging.getLogger("training.evaluate")
-FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class OnnxModel:
+    """An exported model on onnxruntime's CPU provider, with its ``dan.*`` metadata."""
+
     session: ort.InferenceSession
-    mean_shape: FloatArray
-    input_size: int
-    input_name: str
-    metadata: dict[str, str]
+    metadata: ModelMetadata
 
     @classmethod
     def load(cls, path: Path, threads: int = 0) -> OnnxModel:
@@ -55,35 +60,25 @@ class OnnxModel:
         if threads > 0:
             options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        meta = session.get_modelmeta().custom_metadata_map
-        for key in ("dan.mean_shape", "dan.input_size", "dan.input_name"):
-            if key not in meta:
-                raise ValueError(
-                    f"{path}: metadata {key} missing; expected a file from training.export"
-                )
-        return cls(
-            session,
-            np.asarray(json.loads(meta["dan.mean_shape"]), dtype=np.float64),
-            int(meta["dan.input_size"]),
-            meta["dan.input_name"],
-            dict(meta),
-        )
+        metadata = ModelMetadata.from_onnx_props(session.get_modelmeta().custom_metadata_map, path)
+        return cls(session, metadata)
 
     def stage_landmarks(self, crops: npt.NDArray[np.uint8]) -> FloatArray:
         """Every stage's landmarks (B, stages, 68, 2) in crop pixels for crops (B, S, S)."""
         x = crops[:, None].astype(np.float32)
-        (out,) = self.session.run(["stage_landmarks"], {self.input_name: x})
+        (out,) = self.session.run([STAGE_OUTPUT_NAME], {self.metadata.input_name: x})
         return np.asarray(out, dtype=np.float64)
 
 
 def predict(
-    model: OnnxModel, images: list[npt.NDArray[np.uint8]], boxes: list[FloatArray], batch_size: int
+    model: OnnxModel, images: list[GrayImage], boxes: list[FloatArray], batch_size: int
 ) -> FloatArray:
     """Landmarks (M, stages, 68, 2) in image pixels, one face per (image, box)."""
+    mean_shape, size = model.metadata.mean_shape, model.metadata.input_size
     results = []
     for i in range(0, len(images), batch_size):
         crops = [
-            crop_face(image, box, model.mean_shape, model.input_size)
+            crop_face(image, box, mean_shape, size)
             for image, box in zip(
                 images[i : i + batch_size], boxes[i : i + batch_size], strict=True
             )
@@ -109,7 +104,12 @@ def paper_table(rows: dict[str, dict[str, Any]]) -> str:
 def plot_ced(
     errors: dict[str, FloatArray], path: Path, title: str, threshold: float = 0.08
 ) -> None:
-    import matplotlib
+    """The CED plot of each row's errors; skipped with a warning when matplotlib is absent."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("%s not written: plotting needs matplotlib (the train extra)", path.name)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -160,8 +160,8 @@ def evaluate(
     final = rows[f"stage {stages}"]
     summary: dict[str, Any] = {
         "model": str(model_path),
-        "model_name": model.metadata.get("dan.model_name"),
-        "model_version": model.metadata.get("dan.model_version"),
+        "model_name": model.metadata.name,
+        "model_version": model.metadata.version,
         "split": split,
         "subsets_present": list(data.present),
         "subsets_absent": list(data.absent),
@@ -208,10 +208,12 @@ def evaluate(
 
 
 def write_accuracy(model_path: Path, summary: dict[str, Any]) -> None:
-    """Store an evaluation summary in the model file's ``dan.accuracy`` metadata."""
+    """Store an evaluation summary in the model file's ``dan.accuracy`` metadata (needs onnx)."""
+    import onnx
+
     proto = onnx.load(str(model_path))
-    meta = {p.key: p.value for p in proto.metadata_props}
-    accuracy = json.loads(meta.get("dan.accuracy", "{}") or "{}")
+    metadata = ModelMetadata.from_onnx_props(onnx_props(proto), model_path)
+    accuracy = dict(metadata.accuracy)
     accuracy[summary["split"]] = {
         k: summary[k]
         for k in (
@@ -224,7 +226,7 @@ def write_accuracy(model_path: Path, summary: dict[str, Any]) -> None:
             "failure_0_08",
         )
     }
-    set_metadata(proto, {"dan.accuracy": json.dumps(accuracy)})
+    set_onnx_props(proto, dataclasses.replace(metadata, accuracy=accuracy).to_onnx_props())
     onnx.save(proto, str(model_path))
 
 
@@ -266,6 +268,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
     args = get_args_parser().parse_args(argv)
+    if args.write_metadata:
+        try:
+            import onnx  # noqa: F401  (checked before a long evaluation, used by write_accuracy)
+        except ImportError:
+            raise SystemExit(
+                "--write-metadata needs the onnx package: pip install -e '.[train]'"
+            ) from None
     summary = evaluate(
         args.model,
         args.data_root,

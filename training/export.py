@@ -6,9 +6,10 @@ Input ``images`` (B, 1, S, S): raw grayscale crops (mean of R, G, B) in
 [0, 255]. Outputs ``landmarks`` (B, 68, 2), the last stage's landmarks in crop
 pixels (centre of the top-left pixel at (0, 0)), and ``stage_landmarks``
 (B, stages, 68, 2). Every node is in the default ONNX domain. The file's
-``metadata_props`` carry everything serving needs (``dan.*`` keys, see
-``metadata``). Large weights are stored as fp16 initializers followed by a
-Cast to fp32, which onnxruntime folds once at load.
+``metadata_props`` carry everything serving needs (the ``dan.*`` keys of
+``model.metadata``, written by ``ModelMetadata.to_onnx_props``). Large
+weights are stored as fp16 initializers followed by a Cast to fp32, which
+onnxruntime folds once at load.
 """
 
 from __future__ import annotations
@@ -29,28 +30,23 @@ from torch import Tensor, nn
 from model.config import DANConfig
 from model.dan import DAN
 from model.landmarks import SCHEME
+from model.metadata import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    STAGE_OUTPUT_NAME,
+    MetadataError,
+    ModelMetadata,
+    onnx_props,
+    set_onnx_props,
+)
 from training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = "1"
 OPSET = 17
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("landmarks", "stage_landmarks")
+OUTPUT_NAMES = (OUTPUT_NAME, STAGE_OUTPUT_NAME)
 FP16_MIN_ELEMENTS = 4096  # smaller tensors (norm statistics, biases, mean shape) stay fp32
 TRANSPOSED_SUFFIX = ".T"  # initializer holds the transpose of the named state-dict tensor
-BOX_CONVENTION = {
-    "name": "dan-box",
-    "description": (
-        "Initial shape = mean_shape scaled by mean(box_w / shape_w, box_h / shape_h), not rotated, "
-        "its bounding box centred on the box centre; the crop is the image resampled (bilinear, "
-        "edge replicated) by the least-squares similarity taking the initial shape onto mean_shape; "
-        "landmarks map back by the inverse of that similarity."
-    ),
-    "box_format": "[x_min, y_min, x_max, y_max], pixel centres 0-based",
-    "trained_with": "boxes around the ground-truth landmarks, perturbed",
-    "evaluated_with": "300-W detector boxes (boxes.csv)",
-}
 LICENCE = (
     "Code: MIT. Weights: trained on 300-W, whose images and annotations are for non-commercial "
     "research use only; the weights inherit that restriction."
@@ -74,43 +70,22 @@ def metadata(
     training_data: str,
     accuracy: dict[str, Any] | None,
     weights_dtype: str,
-) -> dict[str, str]:
+) -> ModelMetadata:
     """The ``dan.*`` metadata of an exported model."""
     c = model.config
-    return {
-        "dan.format_version": FORMAT_VERSION,
-        "dan.model_name": name,
-        "dan.model_version": version,
-        "dan.landmark_scheme": SCHEME,
-        "dan.num_landmarks": str(c.num_landmarks),
-        "dan.input_size": str(c.image_size),
-        "dan.input_name": INPUT_NAME,
-        "dan.output_name": OUTPUT_NAMES[0],
-        "dan.input_format": "float32 (B, 1, S, S), grayscale = mean of R, G, B, range 0-255",
-        "dan.coordinates": "pixels, centre of the top-left pixel at (0, 0)",
-        "dan.mean_shape": json.dumps(np.round(model.mean_shape.double().numpy(), 6).tolist()),
-        "dan.box_convention": json.dumps(BOX_CONVENTION),
-        "dan.num_stages": str(c.num_stages),
-        "dan.config": c.to_json(),
-        "dan.training_data": training_data,
-        "dan.accuracy": json.dumps(accuracy or {}),
-        "dan.weights_dtype": weights_dtype,
-        "dan.licence": LICENCE,
-    }
-
-
-def set_metadata(proto: onnx.ModelProto, values: dict[str, str]) -> None:
-    """Set (replace) metadata entries of a model in memory."""
-    kept = [p for p in proto.metadata_props if p.key not in values]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    for key, value in values.items():
-        proto.metadata_props.add(key=key, value=value)
-
-
-def read_metadata(path: Path | str) -> dict[str, str]:
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
+    return ModelMetadata(
+        name=name,
+        version=version,
+        input_size=c.image_size,
+        mean_shape=model.mean_shape.double().numpy(),
+        num_landmarks=c.num_landmarks,
+        num_stages=c.num_stages,
+        config=c.to_dict(),
+        training_data=training_data,
+        accuracy=accuracy or {},
+        weights_dtype=weights_dtype,
+        licence=LICENCE,
+    )
 
 
 def _rename_initializers(proto: onnx.ModelProto, state: dict[str, Tensor], prefix: str) -> None:
@@ -229,10 +204,8 @@ def export(
     proto.doc_string = (
         f"Deep Alignment Network, {model.config.num_stages} stages, {SCHEME} landmarks"
     )
-    set_metadata(
-        proto,
-        metadata(model, name, version, training_data, accuracy, "float16" if fp16 else "float32"),
-    )
+    meta = metadata(model, name, version, training_data, accuracy, "float16" if fp16 else "float32")
+    set_onnx_props(proto, meta.to_onnx_props())
     onnx.checker.check_model(proto, full_check=True)
     foreign = {n.domain for n in proto.graph.node if n.domain not in ("", "ai.onnx")}
     if foreign:
@@ -245,10 +218,10 @@ def export(
 def read_onnx_weights(path: Path) -> tuple[DANConfig, dict[str, Tensor]]:
     """The config and state dict of a model this module exported (fp16 weights back to fp32)."""
     proto = onnx.load(str(path))
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if "dan.config" not in meta:
-        raise ValueError(f"{path} has no dan.config metadata: not exported by training.export")
-    config = DANConfig.from_json(meta["dan.config"])
+    meta = ModelMetadata.from_onnx_props(onnx_props(proto), path)
+    if meta.config is None:
+        raise MetadataError(f"{path} has no dan.config metadata: not exported by training.export")
+    config = DANConfig.from_dict(meta.config)
     reference = DAN(config).state_dict()
     state: dict[str, Tensor] = {}
     for init in proto.graph.initializer:

@@ -1,14 +1,13 @@
 """Helpers for the service tests: a real ``python -m service`` process, and reference landmarks.
 
 The reference path is evaluation's own: cv2 decoding (``training.dataset``),
-the one crop (``model.crop.warp_crop``) and a plain onnxruntime session,
-so a test comparing it with the service checks decode, crop, batching and the
-mapping back together.
+the one crop (``model.crop``), the model's own metadata (``model.metadata``)
+and a plain onnxruntime session, so a test comparing it with the service
+checks decode, batching and the mapping back together.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -23,8 +22,8 @@ import numpy as np
 import onnxruntime as ort
 from service_process import ServiceProcess
 
-from model.crop import box_crop_transform, warp_crop
-from model.geometry import apply_affine, invert_affine
+from model.crop import crop_face, to_image
+from model.metadata import ModelMetadata
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0
@@ -119,12 +118,9 @@ def reference_landmarks(
     session: ort.InferenceSession, gray: np.ndarray, box: np.ndarray
 ) -> np.ndarray:
     """Landmarks (68, 2) in image pixels the way training crops: one face, one session.run."""
-    meta = session.get_modelmeta().custom_metadata_map
-    mean_shape = np.asarray(json.loads(meta["dan.mean_shape"]), dtype=np.float64)
-    size = int(meta["dan.input_size"])
-    transform = box_crop_transform(box, mean_shape)
-    crop = warp_crop(gray, transform, size)
+    meta = ModelMetadata.from_onnx_props(session.get_modelmeta().custom_metadata_map)
+    crop = crop_face(gray, box, meta.mean_shape, meta.input_size)
     (out,) = session.run(
-        [meta["dan.output_name"]], {meta["dan.input_name"]: crop[None, None].astype(np.float32)}
+        [meta.output_name], {meta.input_name: crop.pixels[None, None].astype(np.float32)}
     )
-    return apply_affine(invert_affine(transform), out[0].astype(np.float64))
+    return to_image(out[0].astype(np.float64), crop)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from service_support import REPO, RunningService, reference_session, serving
 
+from model.metadata import ModelMetadata
 from training.dataset import Sample
 from training.metrics import normalised_errors
 
@@ -51,8 +52,7 @@ def test_released_model_landmarks_are_close_to_the_ground_truth(
 def test_the_released_model_is_served_by_default(released: RunningService) -> None:
     ready = released.client.get("/health/ready").json()
     assert ready["status"] == "ready"
-    metadata = reference_session(RELEASED_MODEL).get_modelmeta().custom_metadata_map
-    assert ready["model"] == {
-        "name": metadata["dan.model_name"],
-        "version": metadata["dan.model_version"],
-    }
+    metadata = ModelMetadata.from_onnx_props(
+        reference_session(RELEASED_MODEL).get_modelmeta().custom_metadata_map, RELEASED_MODEL
+    )
+    assert ready["model"] == {"name": metadata.name, "version": metadata.version}

@@ -38,7 +38,7 @@ def test_a_missing_model_stops_start_up(tmp_path: Path) -> None:
         ({"dan.format_version": None}, "lacks the metadata dan.format_version"),
         (
             {"dan.format_version": "7"},
-            "dan.format_version '7'; this service reads format version(s) 1",
+            "dan.format_version '7'; dan-align reads format version(s) 1",
         ),
     ],
 )

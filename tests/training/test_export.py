@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import torch
 
 from model.config import DANConfig
 from model.dan import DAN
-from training.export import export, read_metadata, read_onnx_weights
+from model.metadata import BOX_CONVENTION, ModelMetadata, onnx_props
+from training.export import export, read_onnx_weights
 
 CONFIG = DANConfig(widths=(8, 16, 16, 32), fc_units=32, num_stages=2)
 log = logging.getLogger(__name__)
@@ -99,19 +99,18 @@ def test_graph_is_standard_onnx(exported: tuple[DAN, Path, Path]) -> None:
 
 def test_metadata_describes_the_model(exported: tuple[DAN, Path, Path]) -> None:
     model, _, fp16 = exported
-    meta = read_metadata(fp16)
-    assert DANConfig.from_json(meta["dan.config"]) == model.config
-    assert meta["dan.format_version"] == "1" and meta["dan.landmark_scheme"] == "ibug68"
-    assert int(meta["dan.input_size"]) == 112 and int(meta["dan.num_stages"]) == 2
-    np.testing.assert_allclose(
-        json.loads(meta["dan.mean_shape"]), model.mean_shape.numpy(), atol=1e-5
-    )
-    assert json.loads(meta["dan.accuracy"]) == {"common": {"inter_ocular": 0.05}}
-    assert json.loads(meta["dan.box_convention"])["name"] == "dan-box"
-    assert "non-commercial" in meta["dan.licence"]
-    assert (meta["dan.model_name"], meta["dan.model_version"], meta["dan.weights_dtype"]) == (
-        "t", "1.2.3", "float16"
-    )  # fmt: skip
+    props = onnx_props(onnx.load(str(fp16), load_external_data=False))
+    meta = ModelMetadata.from_onnx_props(props, fp16)
+    assert meta.to_onnx_props() == props  # only dan.* keys, as the one writer writes them
+    assert meta.config is not None and DANConfig.from_dict(meta.config) == model.config
+    assert meta.format_version == "1" and meta.landmark_scheme == "ibug68"
+    assert meta.input_size == 112 and meta.num_stages == 2
+    assert (meta.input_name, meta.output_name) == ("images", "landmarks")
+    np.testing.assert_allclose(meta.mean_shape, model.mean_shape.numpy(), atol=1e-5)
+    assert meta.accuracy == {"common": {"inter_ocular": 0.05}}
+    assert meta.box_convention == BOX_CONVENTION and BOX_CONVENTION["name"] == "dan-box"
+    assert meta.licence is not None and "non-commercial" in meta.licence
+    assert (meta.name, meta.version, meta.weights_dtype) == ("t", "1.2.3", "float16")
 
 
 def test_weights_read_back_into_the_same_model(exported: tuple[DAN, Path, Path]) -> None:
