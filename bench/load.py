@@ -31,11 +31,15 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
 
 from bench.serving import ServiceProcess
+
+if TYPE_CHECKING:
+    from service.config import Provider
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "300w"
@@ -283,7 +287,16 @@ class EngineResult:
     faces_per_s: float  # full batches
 
 
-def measure_engine(args: argparse.Namespace, data_root: Path, seconds: float) -> EngineResult:
+def measure_engine(
+    model: Path,
+    data_root: Path,
+    seconds: float,
+    *,
+    provider: Provider = "cpu",
+    cpu_threads: int = 0,
+    max_batch_size: int | None = None,
+    images: int = 32,
+) -> EngineResult:
     """The raw engine on real crops: no HTTP, no decoding, no queue."""
     from service.config import Settings
     from service.cropping import crop_face
@@ -291,16 +304,16 @@ def measure_engine(args: argparse.Namespace, data_root: Path, seconds: float) ->
     from service.imaging import ImageLimits, decode_image
 
     settings = Settings(
-        model_path=args.model,
-        provider=args.provider,
-        cpu_threads=args.cpu_threads,
-        max_batch_size=args.max_batch_size,
+        model_path=model,
+        provider=provider,
+        cpu_threads=cpu_threads,
+        max_batch_size=max_batch_size,
     )
     engine = Engine(settings)
     boxes = _boxes(data_root)
     limits = ImageLimits(10**8, 10**8)
     crops = []
-    for name in _test_images(boxes, args.images):
+    for name in _test_images(boxes, images):
         gray = decode_image((data_root / name).read_bytes(), limits).gray
         crops.append(
             crop_face(
@@ -415,7 +428,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no model at {args.model} (--model)")
     print(f"model {args.model}; data {args.data_root}")
     print("raw engine ...")
-    engine = measure_engine(args, args.data_root, args.engine_seconds)
+    engine = measure_engine(
+        args.model,
+        args.data_root,
+        args.engine_seconds,
+        provider=args.provider,
+        cpu_threads=args.cpu_threads,
+        max_batch_size=args.max_batch_size,
+        images=args.images,
+    )
     print(
         f"  {engine.provider}, batch {engine.max_batch_size}: single face {engine.single_face_ms:.2f} ms, "
         f"{engine.faces_per_s:.1f} faces/s at full batches"

@@ -35,3 +35,16 @@ def test_load_reports_every_level_and_the_overload(
         assert levels[name]["other"] == 0, levels[name]
     (overload,) = (row for name, row in levels.items() if "overload" in name)
     assert overload["ok"] + overload["rejected_503"] + overload["other"] > 0
+
+
+def test_engines_compares_model_files_in_one_run(
+    tiny_model: Path, data_root: Path, tmp_path: Path
+) -> None:
+    from bench.engines import main as engines_main
+
+    out = tmp_path / "engines.json"
+    args = [str(tiny_model), str(tiny_model), f"--data-root={data_root}", "--seconds=0.2"]
+    assert engines_main([*args, "--rounds=2", f"--json-out={out}"]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == [str(tiny_model)] * 2
+    assert rows[0]["ratio_to_first"] == 1.0 and rows[1]["faces_per_s"] > 0

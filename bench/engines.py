@@ -1,0 +1,101 @@
+"""Raw-engine throughput of several model files, measured in turns in one run.
+
+    python -m bench.engines model/dan-300w.onnx ../shared/checkpoints/dan-300w-half-2026-12.onnx
+
+Each round measures every file once (``bench.load``'s engine figure: batch-1
+median latency and full-batch faces/s on real common-test crops, through
+``service.engine.Engine``), so slow drifts of a shared machine hit all files
+alike; the table gives each file's median over the rounds and its ratio to the
+first file's. Speed claims between model files are made with this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.load import DEFAULT_DATA, EngineResult, measure_engine
+
+if TYPE_CHECKING:
+    from service.config import Provider
+
+
+def compare(
+    models: list[Path],
+    data_root: Path,
+    seconds: float,
+    rounds: int,
+    provider: Provider,
+    cpu_threads: int,
+    max_batch_size: int | None,
+) -> list[dict[str, float | str | int]]:
+    results: dict[Path, list[EngineResult]] = {m: [] for m in models}
+    for _ in range(rounds):
+        for m in models:
+            results[m].append(
+                measure_engine(
+                    m,
+                    data_root,
+                    seconds,
+                    provider=provider,
+                    cpu_threads=cpu_threads,
+                    max_batch_size=max_batch_size,
+                )
+            )
+    base = statistics.median(r.faces_per_s for r in results[models[0]])
+    rows: list[dict[str, float | str | int]] = []
+    for m in models:
+        rs = results[m]
+        fps = statistics.median(r.faces_per_s for r in rs)
+        rows.append(
+            {
+                "model": str(m),
+                "provider": rs[0].provider,
+                "batch": rs[0].max_batch_size,
+                "faces_per_s": round(fps, 1),
+                "single_face_ms": round(statistics.median(r.single_face_ms for r in rs), 2),
+                "ratio_to_first": round(fps / base, 2),
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("models", type=Path, nargs="+", help="ONNX files; the first is the baseline")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA, help="300-W folder (boxes.csv)")
+    p.add_argument("--seconds", type=float, default=6.0, help="seconds per file and round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds over all files")
+    p.add_argument(
+        "--provider", choices=("cpu", "cuda", "tensorrt", "auto"), default="cpu", help="provider"
+    )
+    p.add_argument("--cpu-threads", type=int, default=0, help="CPU provider threads (0 = all)")
+    p.add_argument("--max-batch-size", type=int, default=None, help="default: the service's")
+    p.add_argument("--json-out", type=Path, default=None, help="also write the rows here")
+    args = p.parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0:
+        p.error(f"--rounds must be >= 1 and --seconds > 0, got {args.rounds}, {args.seconds}")
+    rows = compare(
+        args.models,
+        args.data_root,
+        args.seconds,
+        args.rounds,
+        args.provider,
+        args.cpu_threads,
+        args.max_batch_size,
+    )
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    sys.stdout.write("\n".join(lines) + "\n")
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
