@@ -1,14 +1,17 @@
 """Fit CenterFace's box mapping to the model's box convention on the 300-W training images.
 
-    nice -n 19 python -m bench.calibrate_detector            # rewrites the constants module
+    nice -n 19 python -m bench.calibrate_detector            # rewrites the calibration file
 
 Runs the service's CenterFace (same input size) on the training images (afw,
 lfpw/trainset, helen/trainset), pairs each annotated face with the detection
 that overlaps its ``boxes.csv`` box most (IoU >= ``--min-iou``), fits
 ``service.detectors.calibration.fit_box_mapping`` from the detector's boxes to
 those boxes, prints the fit's quality (IoU with the target before and after,
-residuals) and writes the numbers to ``service/detectors/centerface_calibration.py``
-(``--dry-run``: print only). The test images are not used.
+residuals) and writes the numbers, with how they were fitted, to the JSON file
+CenterFace loads, ``service/detectors/centerface_calibration.json``
+(``service.detectors.calibration.calibration_json``; ``--dry-run``: print only).
+The detector runs uncalibrated here (the identity mapping), so a missing or
+broken calibration file does not stop its refit. The test images are not used.
 """
 
 from __future__ import annotations
@@ -18,34 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from service.detectors.calibration import BoxMapping, box_iou, fit_box_mapping
-from service.detectors.centerface import DEFAULT_MAX_SIDE, CenterFace
+from service.detectors.calibration import BoxMapping, box_iou, calibration_json, fit_box_mapping
+from service.detectors.centerface import CALIBRATION_FILE, DEFAULT_MAX_SIDE, CenterFace
 from training.dataset import SPLITS, load_subset, read_box_csv, read_gray
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = REPO.parent / "shared" / "data" / "300w"
-OUTPUT = REPO / "service" / "detectors" / "centerface_calibration.py"
+OUTPUT = REPO / "service" / "detectors" / CALIBRATION_FILE
 COMMAND = "python -m bench.calibrate_detector"
-
-
-def render(mapping: BoxMapping, pairs: int, faces: int, before: float, after: float) -> str:
-    return f'''"""CenterFace box -> 300-W detector box (the model's box convention): fitted numbers.
-
-Written by ``{COMMAND}``; do not edit by hand.
-Fitted on the 300-W training images (afw, lfpw/trainset, helen/trainset):
-{pairs} of {faces} annotated faces paired with a detection. Mean IoU with
-the ``boxes.csv`` box: {before:.3f} before the mapping, {after:.3f} after.
-"""
-
-from service.detectors.calibration import BoxMapping
-
-CENTERFACE_BOX_MAPPING = BoxMapping(
-    dx={mapping.dx:.6f},
-    dy={mapping.dy:.6f},
-    sw={mapping.sw:.6f},
-    sh={mapping.sh:.6f},
-)
-'''
+FITTED_ON = "training images: afw, lfpw/trainset, helen/trainset"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -54,7 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.3, help="CenterFace score threshold")
     p.add_argument("--min-iou", type=float, default=0.3, help="least IoU of a usable pair")
     p.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
-    p.add_argument("--dry-run", action="store_true", help="print, do not write the module")
+    p.add_argument("--output", type=Path, default=OUTPUT, help="the calibration file written")
+    p.add_argument("--dry-run", action="store_true", help="print, do not write the file")
     return p
 
 
@@ -65,10 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     samples = [s for s in samples if s.detector_box is not None]
     if args.limit:
         samples = samples[: args.limit]
-    detector = CenterFace(threshold=args.threshold, max_side=DEFAULT_MAX_SIDE, threads=1)
+    detector = CenterFace(
+        threshold=args.threshold, max_side=DEFAULT_MAX_SIDE, threads=1, box_mapping=BoxMapping()
+    )
     detected, target = [], []
     for sample in samples:
-        found = detector.detect(read_gray(sample.image_path))
+        found = detector.detect(read_gray(sample.image_path)).faces
         if not found:
             continue
         box = sample.box("file")
@@ -92,8 +79,24 @@ def main(argv: list[str] | None = None) -> None:
         + ", ".join(f"{v:.3f}" for v in np.median(residual, axis=0))
     )
     if not args.dry_run:
-        OUTPUT.write_text(render(mapping, len(d), len(samples), before, after))
-        print(f"wrote {OUTPUT.relative_to(REPO)}")
+        fit = {
+            "detector": detector.name,
+            "target": "300-W detector boxes (boxes.csv)",
+            "images": FITTED_ON if not args.limit else f"{FITTED_ON}, first {args.limit}",
+            "threshold": args.threshold,
+            "max_side": DEFAULT_MAX_SIDE,
+            "min_iou": args.min_iou,
+            "faces": len(samples),
+            "paired": len(d),
+            "mean_iou_before": round(before, 3),
+            "mean_iou_after": round(after, 3),
+            "median_abs_residual_x0_y0_x1_y1": [
+                round(float(v), 3) for v in np.median(residual, axis=0)
+            ],
+            "written_by": COMMAND,
+        }
+        args.output.write_text(calibration_json(mapping, fit), encoding="utf-8")
+        print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from model.arrays import FloatArray, GrayImage
 from model.geometry import bounding_box
 from service.detectors.calibration import box_iou
 from service.detectors.centerface import CenterFace
-from service.initialisation import Detection
+from service.detectors.interface import Detection
 from training.dataset import Sample, load_subset, read_box_csv, read_gray
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _centerface() -> Detect:
     detector = CenterFace(threshold=0.1, threads=1)
-    return detector.detect
+    return lambda gray: detector.detect(gray).faces
 
 
 if __name__ == "__main__":

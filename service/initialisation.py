@@ -8,10 +8,12 @@ a box re-fitted to a pass's landmarks. Three kinds of source exist:
   square box centred in the image with side 46% of the image height, then a
   second pass from the bounding box of the first pass's landmarks;
 - ``detector``: a face detector's boxes with scores and optional keypoints
-  (``DetectorBoxes`` over any ``FaceDetector``), one pass. Faces come best
-  score first; each box is mapped to the model's box convention (the 300-W
-  detector boxes, ``service.detectors.calibration``) before the crop, or the
-  crop is fitted to the detector's eye, nose and mouth keypoints.
+  (``DetectorBoxes`` over any ``service.detectors.interface.FaceDetector``),
+  one pass. Faces come best score first; each box is mapped to the model's box
+  convention (the 300-W detector boxes) by the detector's own calibration
+  before the crop, or the crop is fitted to the detector's eye, nose and mouth
+  keypoints. The detector times itself; ``DetectorBoxes.propose_timed`` passes
+  its seconds on.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 from model.arrays import FloatArray, GrayImage
 from model.geometry import bounding_box
-from service.detectors.calibration import BoxMapping
+from service.detectors.interface import FaceDetector
 from service.errors import InvalidBoxesError
 
 BoxSource = Literal["request", "detector", "whole_image"]
@@ -59,23 +61,6 @@ class Initialiser(Protocol):
         self, proposal: FaceProposal, landmarks: FloatArray, passes_done: int
     ) -> FaceProposal | None:
         """The proposal for one more pass after ``passes_done`` passes, or None when done."""
-        ...
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One face found by a detector."""
-
-    box: FloatArray  # (4,) [x_min, y_min, x_max, y_max]
-    score: float
-    keypoints: FloatArray | None = None  # (K, 2)
-
-
-class FaceDetector(Protocol):
-    """A face detector (``service.detectors``: CenterFace)."""
-
-    def detect(self, image: GrayImage) -> list[Detection]:
-        """Faces in a grayscale image (H, W), any order."""
         ...
 
 
@@ -127,9 +112,10 @@ class DetectorBoxes:
     """A face detector's faces, best first: at most ``max_faces`` of at least ``min_score``.
 
     Faces whose box is smaller than ``min_size`` px (shorter side, before the
-    mapping) are dropped. Each box is mapped by ``box_mapping`` to the model's
-    box convention; with ``crop_from="keypoints"`` the crop is fitted to the
-    detector's five keypoints instead, where the detector gives them.
+    mapping) are dropped. Each box is mapped by the detector's calibration
+    (``detector.box_mapping``) to the model's box convention; with
+    ``crop_from="keypoints"`` the crop is fitted to the detector's five
+    keypoints instead, where the detector gives them.
     """
 
     def __init__(
@@ -138,7 +124,6 @@ class DetectorBoxes:
         max_faces: int,
         min_score: float = 0.0,
         min_size: float = 0.0,
-        box_mapping: BoxMapping | None = None,
         crop_from: CropFrom = "box",
     ) -> None:
         if max_faces < 1:
@@ -149,20 +134,25 @@ class DetectorBoxes:
         self.max_faces = max_faces
         self.min_score = min_score
         self.min_size = min_size
-        self.box_mapping = box_mapping or BoxMapping()
         self.crop_from: CropFrom = crop_from
 
     def propose(self, image: GrayImage) -> list[FaceProposal]:
+        return self.propose_timed(image)[0]
+
+    def propose_timed(self, image: GrayImage) -> tuple[list[FaceProposal], float]:
+        """The proposals, and the seconds the detector says it took to find them."""
+        detections = self.detector.detect(image)
+        mapping = self.detector.box_mapping
         found = [
             d
-            for d in self.detector.detect(image)
+            for d in detections.faces
             if d.score >= self.min_score
             and min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= self.min_size
         ]
         found.sort(key=lambda d: d.score, reverse=True)
-        return [
+        proposals = [
             FaceProposal(
-                self.box_mapping.apply(np.asarray(d.box, dtype=np.float64)),
+                mapping.apply(np.asarray(d.box, dtype=np.float64)),
                 "detector",
                 d.score,
                 d.keypoints,
@@ -170,6 +160,7 @@ class DetectorBoxes:
             )
             for d in found[: self.max_faces]
         ]
+        return proposals, detections.seconds
 
     def refine(
         self, proposal: FaceProposal, landmarks: FloatArray, passes_done: int

@@ -9,7 +9,6 @@ procedure) get their re-fitted crops queued again until they are done.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -138,9 +137,12 @@ class Aligner:
             if boxes is None
             else GivenBoxes(boxes, decoded.width, decoded.height)
         )
-        started = time.perf_counter()
-        proposals = initialiser.propose(decoded.gray)[: self.max_faces]
-        detect_s = time.perf_counter() - started if isinstance(initialiser, DetectorBoxes) else None
+        detect_s: float | None = None  # the detector's own seconds, when one runs
+        if isinstance(initialiser, DetectorBoxes):
+            proposals, detect_s = initialiser.propose_timed(decoded.gray)
+        else:
+            proposals = initialiser.propose(decoded.gray)
+        proposals = proposals[: self.max_faces]
         crops = self._crops(decoded.gray, proposals)
         pending = [_Pending(i, p, c) for i, (p, c) in enumerate(zip(proposals, crops, strict=True))]
         return decoded, initialiser, pending, detect_s

@@ -8,11 +8,22 @@ box's centre by a fraction of its size and scales its sides::
 
 ``fit_box_mapping`` finds the four numbers by least squares on errors measured
 in units of the detector box's size, so big and small faces weigh alike.
+
+A detector's fitted mapping is data: a JSON file shipped beside the detector
+(``centerface_calibration.json``), written by ``calibration_json`` (the
+calibration benchmark, ``python -m bench.calibrate_detector``) and read by the
+detector with ``read_calibration``::
+
+    {"box_mapping": {"dx": ..., "dy": ..., "sw": ..., "sh": ...}, "fit": {how it was fitted}}
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import importlib.resources
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +54,58 @@ class BoxMapping:
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+class CalibrationError(ValueError):
+    """A calibration file that cannot be read or does not hold a valid box mapping."""
+
+
+MAPPING_KEYS = tuple(f.name for f in fields(BoxMapping))
+
+
+def parse_calibration(text: str, where: str) -> BoxMapping:
+    """The box mapping of a calibration file's text; ``where`` names the file in errors."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CalibrationError(f"{where} is not JSON: {e}") from None
+    numbers = data.get("box_mapping") if isinstance(data, dict) else None
+    if not isinstance(numbers, dict) or sorted(numbers) != sorted(MAPPING_KEYS):
+        raise CalibrationError(
+            f"{where}: expected an object with 'box_mapping': {{{', '.join(MAPPING_KEYS)}}}"
+        )
+    values: dict[str, float] = {}
+    for key in MAPPING_KEYS:
+        value = numbers[key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise CalibrationError(
+                f"{where}: box_mapping.{key} must be a finite number, got {value!r}"
+            )
+        values[key] = float(value)
+    try:
+        return BoxMapping(**values)
+    except ValueError as e:
+        raise CalibrationError(f"{where}: {e}") from None
+
+
+def read_calibration(package: str, name: str) -> BoxMapping:
+    """The box mapping in the calibration file ``name`` shipped in ``package``."""
+    where = f"{package.replace('.', '/')}/{name}"
+    try:
+        text = (importlib.resources.files(package) / name).read_text(encoding="utf-8")
+    except (ModuleNotFoundError, OSError, UnicodeDecodeError) as e:
+        raise CalibrationError(f"cannot read the calibration {where}: {e}") from None
+    return parse_calibration(text, where)
+
+
+def calibration_json(mapping: BoxMapping, fit: Mapping[str, object]) -> str:
+    """A calibration file's text: the mapping (6 decimals) and ``fit``, how it was fitted."""
+    numbers = {key: round(value, 6) for key, value in mapping.as_dict().items()}
+    return json.dumps({"box_mapping": numbers, "fit": dict(fit)}, indent=2) + "\n"
 
 
 def _centre_size(b: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:

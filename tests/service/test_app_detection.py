@@ -25,7 +25,6 @@ from service_support import RunningService, reference_landmarks, reference_sessi
 
 from service.detectors.calibration import box_iou
 from service.detectors.centerface import CenterFace
-from service.detectors.centerface_calibration import CENTERFACE_BOX_MAPPING
 from training.dataset import Sample, read_gray
 
 TOLERANCE_PX = 0.01
@@ -81,8 +80,8 @@ def test_a_photo_without_boxes_gets_the_detected_face(
     for sample in test_faces[:3]:
         gray = read_gray(sample.image_path)
         (face,) = align(detecting_service, sample.image_path.read_bytes())["faces"]
-        best = centerface.detect(gray)[0]
-        expected_box = CENTERFACE_BOX_MAPPING.apply(best.box)
+        best = centerface.detect(gray).faces[0]
+        expected_box = centerface.box_mapping.apply(best.box)
         assert face["box_source"] == "detector"
         assert face["score"] == pytest.approx(best.score, abs=1e-5)
         assert face["box"] == pytest.approx(expected_box.tolist(), abs=1e-3)
@@ -100,7 +99,7 @@ def test_a_group_photo_gives_the_best_faces_first_up_to_max_faces(
 ) -> None:
     photo = group_photo(test_faces[:3], [330, 250, 170])
     faces = align(detecting_service, png(photo.gray))["faces"]
-    detected = centerface.detect(photo.gray)
+    detected = centerface.detect(photo.gray).faces
     assert len(detected) == 3 > MAX_FACES == len(faces)
     scores = [f["score"] for f in faces]
     assert scores == pytest.approx([d.score for d in detected[:MAX_FACES]], abs=1e-5)

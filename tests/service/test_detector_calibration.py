@@ -1,11 +1,22 @@
-"""service.detectors.calibration: the box mapping, its least-squares fit, box overlap."""
+"""service.detectors.calibration: the box mapping, its least-squares fit, its file, box overlap."""
 
 from __future__ import annotations
+
+import json
+import re
 
 import numpy as np
 import pytest
 
-from service.detectors.calibration import BoxMapping, box_iou, fit_box_mapping
+from service.detectors.calibration import (
+    BoxMapping,
+    CalibrationError,
+    box_iou,
+    calibration_json,
+    fit_box_mapping,
+    parse_calibration,
+    read_calibration,
+)
 
 
 def random_boxes(count: int, seed: int = 0) -> np.ndarray:
@@ -79,3 +90,33 @@ def test_iou_of_boxes() -> None:
     b = np.array([[0.0, 0, 10, 10], [5.0, 0, 15, 10], [20.0, 20, 30, 30]])
     assert box_iou(a, b)[0] == pytest.approx([1.0, 50 / 150, 0.0])
     assert box_iou(a, np.zeros((0, 4))).shape == (1, 0)
+
+
+def test_a_calibration_file_round_trips_the_mapping_and_keeps_how_it_was_fitted() -> None:
+    mapping = BoxMapping(dx=-0.0179191, dy=0.1113071, sw=1.0118581, sh=0.7893691)
+    text = calibration_json(mapping, {"faces": 12, "written_by": "a test"})
+    assert json.loads(text)["fit"] == {"faces": 12, "written_by": "a test"}
+    assert parse_calibration(text, "x.json").as_dict() == pytest.approx(mapping.as_dict(), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "x.json is not JSON"),
+        ("[]", "expected an object with 'box_mapping'"),
+        ('{"box_mapping": {"dx": 0, "dy": 0, "sw": 1}}', "'box_mapping': {dx, dy, sw, sh}"),
+        ('{"box_mapping": {"dx": 0, "dy": 0, "sw": 1, "sh": 1, "s": 1}}', "expected an object"),
+        ('{"box_mapping": {"dx": "0", "dy": 0, "sw": 1, "sh": 1}}', "dx must be a finite number"),
+        ('{"box_mapping": {"dx": 0, "dy": true, "sw": 1, "sh": 1}}', "dy must be a finite number"),
+        ('{"box_mapping": {"dx": 0, "dy": 0, "sw": NaN, "sh": 1}}', "sw must be a finite number"),
+        ('{"box_mapping": {"dx": 0, "dy": 0, "sw": 1, "sh": -1}}', "side scales must be positive"),
+    ],
+)
+def test_a_bad_calibration_file_is_refused_saying_why(text: str, message: str) -> None:
+    with pytest.raises(CalibrationError, match=re.escape(message)):
+        parse_calibration(text, "x.json")
+
+
+def test_a_missing_calibration_file_is_refused_naming_it() -> None:
+    with pytest.raises(CalibrationError, match=re.escape("service/detectors/absent.json")):
+        read_calibration("service.detectors", "absent.json")

@@ -7,9 +7,9 @@ import pytest
 
 from model.geometry import bounding_box
 from service.detectors.calibration import BoxMapping
+from service.detectors.interface import Detection, Detections, FaceDetector
 from service.errors import InvalidBoxesError
 from service.initialisation import (
-    Detection,
     DetectorBoxes,
     FaceProposal,
     GivenBoxes,
@@ -67,11 +67,12 @@ def test_bad_boxes_are_refused_saying_why(box: list[float], message: str) -> Non
 class FixedDetector:
     """A detector that reports the faces it was built with (the protocol's smallest form)."""
 
-    def __init__(self, detections: list[Detection]) -> None:
+    def __init__(self, detections: list[Detection], box_mapping: BoxMapping | None = None) -> None:
         self.detections = detections
+        self.box_mapping = box_mapping or BoxMapping()
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        return list(self.detections)
+    def detect(self, image: np.ndarray) -> Detections:
+        return Detections(list(self.detections), seconds=0.25)
 
 
 def test_detector_boxes_best_first_above_the_minimum_score_capped() -> None:
@@ -92,17 +93,15 @@ def test_detector_boxes_best_first_above_the_minimum_score_capped() -> None:
     assert proposals[0].keypoints is keypoints
 
 
-def test_detector_boxes_drop_small_faces_and_map_boxes_to_the_model_convention() -> None:
-    detector = FixedDetector(
-        [
-            Detection(np.array([20.0, 10, 60, 70]), 0.9),  # 40 x 60
-            Detection(np.array([100.0, 20, 119, 60]), 0.8),  # 19 px wide: too small
-        ]
-    )
+def test_detector_boxes_drop_small_faces_and_map_boxes_by_the_detectors_calibration() -> None:
+    detections = [
+        Detection(np.array([20.0, 10, 60, 70]), 0.9),  # 40 x 60
+        Detection(np.array([100.0, 20, 119, 60]), 0.8),  # 19 px wide: too small
+    ]
     mapping = BoxMapping(dx=0.1, dy=0.25, sw=0.5, sh=0.5)
-    (proposal,) = DetectorBoxes(detector, max_faces=5, min_size=20.0, box_mapping=mapping).propose(
-        IMAGE
-    )
+    detector: FaceDetector = FixedDetector(detections, box_mapping=mapping)
+    (proposal,), seconds = DetectorBoxes(detector, max_faces=5, min_size=20.0).propose_timed(IMAGE)
+    assert seconds == 0.25  # the detector's own
     # Centre (40, 40) moves by (0.1 * 40, 0.25 * 60) = (4, 15); sides halve to 20 x 30.
     assert proposal.box == pytest.approx([34.0, 40.0, 54.0, 70.0])
     assert proposal.crop_from == "box"
