@@ -34,7 +34,8 @@ def test_load_reports_every_level_and_the_overload(
         assert levels[name]["ok"] > 0, levels[name]
         assert levels[name]["other"] == 0, levels[name]
     (overload,) = (row for name, row in levels.items() if "overload" in name)
-    assert overload["ok"] + overload["rejected_503"] + overload["other"] > 0
+    # Overload is answered with 200 or 503 only, and some requests still get through.
+    assert overload["ok"] > 0 and overload["other"] == 0, overload
 
 
 def test_engines_compares_model_files_in_one_run(
