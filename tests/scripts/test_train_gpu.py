@@ -87,3 +87,27 @@ def test_gpu_script_refuses_to_start_without_packed_data(tmp_path: Path) -> None
     )  # fmt: skip
     assert result.returncode == 2
     assert "run scripts/prepare_gpu.sh first" in result.stderr
+
+
+@pytest.mark.slow
+def test_experiments_script_runs_variants_and_plots_them(data_root: Path, tmp_path: Path) -> None:
+    root = _mini_300w(data_root, tmp_path / "300w")
+    out = tmp_path / "exp"
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "DATA_ROOT": str(root),
+        "EXTRA_FLAGS": "--val-count 2 --batch-size 4 --widths 4 4 8 8 --norm-crops-per-image 1",
+    }
+    result = subprocess.run(
+        ["bash", "scripts/experiments.sh", "0.02", "none", str(out), "recipe", "wing"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "| recipe | stage1 |" in result.stdout and "| wing | stage1 |" in result.stdout
+    assert (out / "curves.png").stat().st_size > 10_000
+    unknown = subprocess.run(
+        ["bash", "scripts/experiments.sh", "1", "none", str(out), "bogus"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert unknown.returncode == 2 and "unknown variant bogus" in unknown.stderr
