@@ -34,12 +34,13 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from model.arrays import FloatArray, GrayImage
 from service import imaging, uploads
 from service.admission import Admission, Limits, Ticket
 from service.batching import Batcher, BatchingError
 from service.config import DEFAULT_MAX_BATCH_CPU, DEFAULT_MAX_BATCH_GPU, Settings
 from service.detectors import factory as detectors
-from service.engine import Engine, FloatArray, GrayImage, Warmup
+from service.engine import Engine, Warmup
 from service.errors import (
     RETRY_LATER_STATUSES,
     BodyTooLargeError,

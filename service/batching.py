@@ -314,3 +314,13 @@ class Batcher(Generic[In, Out]):
 def _fail(item: _Item[In, Out], error: BatchingError) -> None:
     if not item.future.done():
         item.future.set_exception(error)
+
+
+def size_buckets(max_batch_size: int) -> tuple[int, ...]:
+    """Batch sizes a model is run (and measured) at: powers of two below the maximum, and it."""
+    sizes = {max_batch_size}
+    size = 1
+    while size < max_batch_size:
+        sizes.add(size)
+        size *= 2
+    return tuple(sorted(sizes))

@@ -16,6 +16,7 @@ import numpy as np
 from model.arrays import FloatArray
 from model.crop import Crop, crop_face, to_image, warp_face
 from model.geometry import fit_similarity
+from model.landmarks import LEFT_EYE, RIGHT_EYE
 
 __all__ = [
     "Crop",
@@ -26,22 +27,21 @@ __all__ = [
     "warp_face",
 ]
 
-# Mean-shape points matching a detector's keypoints, left and right as seen in the image.
-EYE_LEFT = tuple(range(36, 42))
-EYE_RIGHT = tuple(range(42, 48))
+# Mean-shape points matching a detector's five keypoints, in the detector's order. Sides are the
+# subject's, as everywhere (model.landmarks): the subject's right eye is on the image's left.
 NOSE_TIP = 30
-MOUTH_LEFT, MOUTH_RIGHT = 48, 54
+RIGHT_MOUTH_CORNER, LEFT_MOUTH_CORNER = 48, 54
 
 
 def keypoints_of(shape: FloatArray) -> FloatArray:
     """The five detector-style keypoints (5, 2) of a 68-point shape."""
     return np.stack(
         [
-            shape[list(EYE_LEFT)].mean(axis=0),
-            shape[list(EYE_RIGHT)].mean(axis=0),
+            shape[list(RIGHT_EYE)].mean(axis=0),
+            shape[list(LEFT_EYE)].mean(axis=0),
             shape[NOSE_TIP],
-            shape[MOUTH_LEFT],
-            shape[MOUTH_RIGHT],
+            shape[RIGHT_MOUTH_CORNER],
+            shape[LEFT_MOUTH_CORNER],
         ]
     )
 

@@ -23,14 +23,14 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from model.arrays import FloatArray, GrayImage
 from model.metadata import MetadataError, ModelMetadata
+from service.batching import size_buckets
 from service.config import Settings
 from service.errors import ModelError, ProviderError
 
 log = logging.getLogger(__name__)
 
-FloatArray = npt.NDArray[np.float64]
-GrayImage = npt.NDArray[np.uint8]
 ActiveProvider = Literal["cpu", "cuda", "tensorrt"]
 
 ORT_NAMES: dict[ActiveProvider, str] = {
@@ -114,7 +114,7 @@ class Engine:
         # GPUs run a few fixed batch sizes (powers of two and the maximum): each is tuned once
         # in warm-up. On CPU every size runs as it comes.
         self.batch_sizes = (
-            _buckets(self.max_batch_size)
+            size_buckets(self.max_batch_size)
             if self.on_gpu
             else tuple(range(1, self.max_batch_size + 1))
         )
@@ -248,15 +248,6 @@ class Engine:
             warmup.seconds,
         )
         return warmup
-
-
-def _buckets(max_batch_size: int) -> tuple[int, ...]:
-    sizes = {max_batch_size}
-    size = 1
-    while size < max_batch_size:
-        sizes.add(size)
-        size *= 2
-    return tuple(sorted(sizes))
 
 
 def _wanted_provider(settings: Settings) -> ActiveProvider:

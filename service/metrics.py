@@ -15,6 +15,8 @@ from collections.abc import Callable, Collection, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.batching import size_buckets
+
 PREFIX = "dan"
 LATENCY_BUCKETS = (
     0.001,
@@ -39,13 +41,8 @@ OTHER_ROUTE = "other"  # label of paths that are not routes, so scanners cannot 
 
 
 def batch_buckets(max_batch_size: int) -> tuple[float, ...]:
-    """Histogram buckets for batch sizes: powers of two below the maximum, and the maximum."""
-    sizes = {float(max_batch_size)}
-    size = 1
-    while size < max_batch_size:
-        sizes.add(float(size))
-        size *= 2
-    return tuple(sorted(sizes))
+    """Histogram buckets for batch sizes: the batcher's size buckets."""
+    return tuple(float(size) for size in size_buckets(max_batch_size))
 
 
 def batch_outcome(size: int, failed: int) -> str:

@@ -13,17 +13,12 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-
+from model.arrays import FloatArray, GrayImage
 from service.admission import Admission, Ticket
 from service.cropping import Crop, crop_face, keypoint_crop_transform, to_image, warp_face
 from service.errors import InvalidBoxesError, TooManyFacesError
 from service.imaging import DecodedImage, ImageLimits, decode_image
 from service.initialisation import DetectorBoxes, FaceProposal, GivenBoxes, Initialiser
-
-FloatArray = npt.NDArray[np.float64]
-GrayImage = npt.NDArray[np.uint8]
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from model.landmarks import NUM_LANDMARKS
+from service.initialisation import BoxSource
 
 Coordinate = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Box = tuple[Coordinate, Coordinate, Coordinate, Coordinate]
 Point = tuple[float, float]
-BoxSource = Literal["request", "detector", "whole_image"]
 
 BOXES_DESCRIPTION = (
     "Face boxes [x_min, y_min, x_max, y_max] in pixels of the image as displayed (EXIF "

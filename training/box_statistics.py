@@ -20,12 +20,12 @@ import numpy as np
 
 from model.crop import initial_shape_from_box
 from model.geometry import bounding_box, fit_similarity
-from training.dataset import SPLITS, BoxSource, Sample, load_split
+from training.dataset import SPLITS, BoxFrom, Sample, load_split
 from training.mean_shape import canonical_mean_shape
 
 
 def residuals(
-    samples: list[Sample], mean_shape: np.ndarray, source: BoxSource
+    samples: list[Sample], mean_shape: np.ndarray, source: BoxFrom
 ) -> dict[str, np.ndarray]:
     rotation, scale, tx, ty = [], [], [], []
     for s in samples:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-BoxChoice = Literal["landmarks", "file"]
+from training.dataset import BoxFrom
+
 HeatmapChoice = Literal["radius", "window"]
 ScheduleChoice = Literal["constant", "cosine"]
 LossChoice = Literal["inter_pupil", "wing"]
@@ -53,8 +54,8 @@ class TrainConfig:
     data_root: Path = Path("../shared/data/300w")
     box_file: Path | None = None
     output_dir: Path = Path("runs/dan")
-    train_boxes: BoxChoice = "landmarks"
-    val_boxes: BoxChoice = "file"
+    train_boxes: BoxFrom = "landmarks"
+    val_boxes: BoxFrom = "file"
     val_count: int = 100
     seed: int = 0
     # network
@@ -152,8 +153,8 @@ class TrainConfig:
         if self.init is not None and self.resume is not None:
             raise ConfigError("--init and --resume exclude each other: a resume has its weights")
         for flag, choice, choices in (
-            ("--train-boxes", self.train_boxes, BoxChoice),
-            ("--val-boxes", self.val_boxes, BoxChoice),
+            ("--train-boxes", self.train_boxes, BoxFrom),
+            ("--val-boxes", self.val_boxes, BoxFrom),
             ("--heatmap-support", self.heatmap_support, HeatmapChoice),
             ("--schedule", self.schedule, ScheduleChoice),
             ("--loss", self.loss, LossChoice),
@@ -211,13 +212,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--output-dir", type=Path, default=d.output_dir, help="where checkpoints and logs go")
     a(
         "--train-boxes",
-        choices=get_args(BoxChoice),
+        choices=get_args(BoxFrom),
         default=d.train_boxes,
         help="face boxes of the training crops (paper: landmarks)",
     )
     a(
         "--val-boxes",
-        choices=get_args(BoxChoice),
+        choices=get_args(BoxFrom),
         default=d.val_boxes,
         help="face boxes of the validation crops (paper: detector boxes from the file)",
     )

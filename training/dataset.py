@@ -45,7 +45,8 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "private": ("private",),
 }
 
-BoxSource = Literal["landmarks", "file"]
+# Where a face box comes from: the landmarks' extent or the detector box file.
+BoxFrom = Literal["landmarks", "file"]
 
 
 class DatasetError(ValueError):
@@ -61,7 +62,7 @@ class Sample:
     landmarks: FloatArray
     detector_box: FloatArray | None  # [x_min, y_min, x_max, y_max], or None if not in the box file
 
-    def box(self, source: BoxSource) -> FloatArray:
+    def box(self, source: BoxFrom) -> FloatArray:
         """The face box from the box file or from the landmarks' extent."""
         if source == "landmarks":
             return bounding_box(self.landmarks)

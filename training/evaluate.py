@@ -39,7 +39,7 @@ import onnxruntime as ort
 from model.arrays import FloatArray, GrayImage
 from model.crop import crop_face, to_image
 from model.metadata import STAGE_OUTPUT_NAME, ModelMetadata, onnx_props, set_onnx_props
-from training.dataset import SPLITS, BoxSource, load_split, read_gray
+from training.dataset import SPLITS, BoxFrom, load_split, read_gray
 from training.metrics import ced, normalised_errors, summarise
 
 log = logging.getLogger("training.evaluate")
@@ -134,7 +134,7 @@ def evaluate(
     model_path: Path,
     data_root: Path,
     split: str,
-    boxes: BoxSource = "file",
+    boxes: BoxFrom = "file",
     box_file: Path | None = None,
     output_dir: Path | None = None,
     batch_size: int = 16,

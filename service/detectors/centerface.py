@@ -47,8 +47,9 @@ STRIDE = 4  # input pixels per output cell
 SIZE_MULTIPLE = 32  # input sides must be multiples of this
 NMS_IOU = 0.3
 DEFAULT_MAX_SIDE = 640
-# Keypoints, left and right as seen in the image: the subject's right eye comes first.
-KEYPOINT_NAMES = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
+# Keypoints in the network's order; sides are the subject's (as in model.landmarks): the subject's
+# right eye, on the image's left, comes first.
+KEYPOINT_NAMES = ("right_eye", "left_eye", "nose", "right_mouth_corner", "left_mouth_corner")
 
 
 def load_weights() -> bytes:

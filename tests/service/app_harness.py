@@ -31,9 +31,10 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from model.arrays import FloatArray, GrayImage
 from service.app import ServiceState, create_app
 from service.config import Settings
-from service.engine import Engine, FloatArray, GrayImage
+from service.engine import Engine
 from service.initialisation import FaceProposal, Initialiser, WholeImage
 
 WAIT_S = 20.0  # the longest a test waits for something it expects to happen
