@@ -22,6 +22,7 @@ from model.crop import initial_shape_from_box
 from model.geometry import bounding_box, fit_similarity
 from training.dataset import SPLITS, BoxFrom, Sample, load_split
 from training.mean_shape import canonical_mean_shape
+from training.paths import DEFAULT_DATA_ROOT
 
 
 def residuals(
@@ -45,7 +46,7 @@ def residuals(
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--data-root", type=Path, default=Path("../shared/data/300w"), help="300-W root")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="300-W root")
     p.add_argument("--split", choices=sorted(SPLITS), default="training", help="split to measure")
     p.add_argument(
         "--box-file", type=Path, default=None, help="box file (default: under --data-root)"

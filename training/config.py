@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from training.dataset import BoxFrom
+from training.paths import DEFAULT_DATA_ROOT
 
 HeatmapChoice = Literal["radius", "window"]
 ScheduleChoice = Literal["constant", "cosine"]
@@ -51,7 +52,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    data_root: Path = Path("../shared/data/300w")
+    data_root: Path = DEFAULT_DATA_ROOT
     box_file: Path | None = None
     output_dir: Path = Path("runs/dan")
     train_boxes: BoxFrom = "landmarks"
