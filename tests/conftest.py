@@ -56,3 +56,17 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, mean_shape: np.ndarray)
     path = tmp_path_factory.mktemp("models") / "tiny.onnx"
     export(model, path, name="tiny", version="0.0.1")
     return path
+
+
+@pytest.fixture
+def mini_300w(data_root: Path, tmp_path: Path) -> Path:
+    """A 300-W tree of symbolic links to a dozen real training and three common-test images."""
+    folder = tmp_path / "300w"
+    for subset, count in (("afw", 6), ("lfpw/trainset", 6), ("lfpw/testset", 3)):
+        (folder / subset).mkdir(parents=True)
+        for pts in sorted((data_root / subset).glob("*.pts"))[:count]:
+            for f in (pts, pts.with_suffix(".jpg"), pts.with_suffix(".png")):
+                if f.exists():
+                    (folder / subset / f.name).symlink_to(f)
+    (folder / "boxes.csv").symlink_to(data_root / "boxes.csv")
+    return folder

@@ -18,22 +18,10 @@ from training.pack import pack
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _mini_300w(data_root: Path, folder: Path) -> Path:
-    """A 300-W tree of symbolic links to a dozen real training and three test images."""
-    for subset, count in (("afw", 6), ("lfpw/trainset", 6), ("lfpw/testset", 3)):
-        (folder / subset).mkdir(parents=True)
-        for pts in sorted((data_root / subset).glob("*.pts"))[:count]:
-            for f in (pts, pts.with_suffix(".jpg"), pts.with_suffix(".png")):
-                if f.exists():
-                    (folder / subset / f.name).symlink_to(f)
-    (folder / "boxes.csv").symlink_to(data_root / "boxes.csv")
-    return folder
-
-
 def test_packed_faces_keep_their_landmarks_on_the_same_image_content(
-    data_root: Path, tmp_path: Path
+    mini_300w: Path, tmp_path: Path
 ) -> None:
-    root = _mini_300w(data_root, tmp_path / "300w")
+    root = mini_300w
     assert pack(root, tmp_path / "packed", ("training", "common"), size=160) == 15
     original = {s.name: s for s in load_split(root, "common").samples}
     packed = load_split(tmp_path / "packed", "common").samples
@@ -59,8 +47,8 @@ def test_packed_faces_keep_their_landmarks_on_the_same_image_content(
 
 
 @pytest.mark.slow
-def test_gpu_script_trains_exports_and_evaluates_on_cpu(data_root: Path, tmp_path: Path) -> None:
-    root = _mini_300w(data_root, tmp_path / "300w")
+def test_gpu_script_trains_exports_and_evaluates_on_cpu(mini_300w: Path, tmp_path: Path) -> None:
+    root = mini_300w
     pack(root, tmp_path / "packed")
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
@@ -90,8 +78,8 @@ def test_gpu_script_refuses_to_start_without_packed_data(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_experiments_script_runs_variants_and_plots_them(data_root: Path, tmp_path: Path) -> None:
-    root = _mini_300w(data_root, tmp_path / "300w")
+def test_experiments_script_runs_variants_and_plots_them(mini_300w: Path, tmp_path: Path) -> None:
+    root = mini_300w
     out = tmp_path / "exp"
     env = {
         **os.environ,

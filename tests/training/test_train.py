@@ -53,21 +53,9 @@ def test_tiny_model_overfits_eight_images(data_root: Path, mean_shape: np.ndarra
     assert losses[-1] < losses[0] / 4, f"loss went from {losses[0]:.4f} to {losses[-1]:.4f}"
 
 
-def _mini_300w(data_root: Path, folder: Path) -> Path:
-    """A 300-W tree of symbolic links to a dozen real training and three test images."""
-    for subset, count in (("afw", 6), ("lfpw/trainset", 6), ("lfpw/testset", 3)):
-        (folder / subset).mkdir(parents=True)
-        for pts in sorted((data_root / subset).glob("*.pts"))[:count]:
-            for f in (pts, pts.with_suffix(".jpg"), pts.with_suffix(".png")):
-                if f.exists():
-                    (folder / subset / f.name).symlink_to(f)
-    (folder / "boxes.csv").symlink_to(data_root / "boxes.csv")
-    return folder
-
-
 @pytest.mark.slow
-def test_train_resume_export_evaluate_and_continue(data_root: Path, tmp_path: Path) -> None:
-    root = _mini_300w(data_root, tmp_path / "300w")
+def test_train_resume_export_evaluate_and_continue(mini_300w: Path, tmp_path: Path) -> None:
+    root = mini_300w
     common = [
         "--data-root", str(root), "--widths", "4", "4", "8", "8", "--batch-size", "4",
         "--val-count", "2", "--val-every", "2", "--norm-crops-per-image", "1", "--no-progress",
@@ -136,8 +124,8 @@ def _tiny_args(root: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly_where_the_run_stopped(data_root: Path, tmp_path: Path) -> None:
-    root = _mini_300w(data_root, tmp_path / "300w")
+def test_resume_continues_exactly_where_the_run_stopped(mini_300w: Path, tmp_path: Path) -> None:
+    root = mini_300w
     straight = tmp_path / "straight"
     train(parse_config(_tiny_args(root, straight, "--stage-steps", "4")))
     stopped = tmp_path / "stopped"
@@ -152,8 +140,8 @@ def test_resume_continues_exactly_where_the_run_stopped(data_root: Path, tmp_pat
         torch.testing.assert_close(b[key], value, msg=key)  # same crops, same dropout, same Adam
 
 
-def test_resume_refuses_flags_that_differ_from_the_run(data_root: Path, tmp_path: Path) -> None:
-    root = _mini_300w(data_root, tmp_path / "300w")
+def test_resume_refuses_flags_that_differ_from_the_run(mini_300w: Path, tmp_path: Path) -> None:
+    root = mini_300w
     run = tmp_path / "run"
     train(parse_config(_tiny_args(root, run, "--stage-steps", "2")))
     changed = _tiny_args(root, run, "--stage-steps", "4", "--resume", str(run / "last.pt"))
@@ -163,9 +151,9 @@ def test_resume_refuses_flags_that_differ_from_the_run(data_root: Path, tmp_path
 
 @pytest.mark.slow
 def test_torchrun_trains_data_parallel_on_two_cpu_processes(
-    data_root: Path, tmp_path: Path
+    mini_300w: Path, tmp_path: Path
 ) -> None:
-    root = _mini_300w(data_root, tmp_path / "300w")
+    root = mini_300w
     run = tmp_path / "ddp"
     args = _tiny_args(root, run, "--stage-steps", "4", "--threads", "1")
     result = subprocess.run(
@@ -191,8 +179,8 @@ def test_an_odd_batch_is_refused_before_any_work() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (no GPU on this machine)")
-def test_training_runs_on_cuda_with_fp16_autocast(data_root: Path, tmp_path: Path) -> None:
-    root = _mini_300w(data_root, tmp_path / "300w")
+def test_training_runs_on_cuda_with_fp16_autocast(mini_300w: Path, tmp_path: Path) -> None:
+    root = mini_300w
     run = tmp_path / "cuda"
     train(parse_config(_tiny_args(root, run, "--stage-steps", "2")))
     assert "cuda" in (run / "log.jsonl").read_text() or (run / "best.pt").is_file()
