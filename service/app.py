@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.arrays import FloatArray, GrayImage
 from service import imaging, uploads
@@ -43,7 +44,9 @@ from service.detectors import factory as detectors
 from service.engine import Engine, Warmup
 from service.errors import (
     RETRY_LATER_STATUSES,
+    UNSENT_STATUSES,
     BodyTooLargeError,
+    ClientClosedError,
     InternalError,
     InvalidRequestError,
     MalformedBodyError,
@@ -53,10 +56,12 @@ from service.errors import (
     StartupError,
     from_batching,
     http_status,
+    log_level,
     reasons_by_status,
 )
 from service.imaging import ImageLimits
 from service.initialisation import Initialiser
+from service.log_limit import LogLimiter
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.pipeline import Aligner, Alignment
 from service.schemas import (
@@ -135,8 +140,10 @@ def create_app(
         lifespan=_lifespan,
     )
     app.state.service = state
+    answers = ErrorAnswers(state)
     _add_routes(app)
-    _add_error_handlers(app)
+    _add_error_handlers(app, answers)
+    app.add_middleware(UnexpectedErrorMiddleware, answers=answers)  # inside the metrics
     app.add_middleware(
         RequestMetricsMiddleware,
         metrics=metrics,
@@ -268,7 +275,7 @@ ALIGN_REQUEST_BODY: dict[str, Any] = {
 def _error_responses() -> dict[int | str, dict[str, Any]]:
     responses: dict[int | str, dict[str, Any]] = {}
     for status, reasons in sorted(reasons_by_status().items()):
-        if status in (404, 405):
+        if status in (404, 405) or status in UNSENT_STATUSES:
             continue
         entry: dict[str, Any] = {
             "model": ErrorResponse,
@@ -359,6 +366,16 @@ async def _align(request: Request, state: ServiceState, ticket: Ticket) -> Align
     assert state.aligner is not None
     media = uploads.media_type(request.headers)
     body = await uploads.read_body(request, uploads.body_limit(media, settings.max_image_bytes))
+    return await _unless_disconnected(
+        request, _parse_and_align(request, state, ticket, media, body)
+    )
+
+
+async def _parse_and_align(
+    request: Request, state: ServiceState, ticket: Ticket, media: str, body: bytes
+) -> Alignment:
+    settings = state.settings
+    assert state.aligner is not None
     if media == uploads.MULTIPART:
         upload = await uploads.parse_multipart(request.headers, body, settings.max_image_bytes)
     else:
@@ -368,6 +385,30 @@ async def _align(request: Request, state: ServiceState, ticket: Ticket) -> Align
         )
     del body
     return await state.aligner.align(upload.image, upload.boxes, ticket)
+
+
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, Alignment]) -> Alignment:
+    """The result of ``work`` (started once the body is in), or ``ClientClosedError`` as soon
+    as the client disconnects: the work is cancelled, its faces withdrawn from the queue."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():  # the client has gone (or this request was cancelled)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    if task.cancelled():
+        raise ClientClosedError("the client closed the connection before its answer")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has disconnected (after its whole body was read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _answer(alignment: Alignment, model: ModelRef, total_s: float) -> AlignResponse:
@@ -399,28 +440,88 @@ def _answer(alignment: Alignment, model: ModelRef, total_s: float) -> AlignRespo
     )
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    def answer(request: Request, error: ServiceError) -> JSONResponse:
-        state = _service(request)
+class ErrorAnswers:
+    """The one place an error becomes an answer: status, reason, Retry-After, the errors
+    metric and one log line (at the level of ``service.errors.log_level``, rate-limited)."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+        self.limiter = LogLimiter(log)
+
+    def response(
+        self, method: str, path: str, error: ServiceError, *, logged: bool = False
+    ) -> JSONResponse:
+        """The JSON answer to ``error``; ``logged``: its line was written already."""
         status = http_status(error)
-        state.metrics.errors.labels(error.reason).inc()
+        self.state.metrics.errors.labels(error.reason).inc()
         headers = (
-            {"Retry-After": str(state.settings.retry_after_s)}
+            {"Retry-After": str(self.state.settings.retry_after_s)}
             if status in RETRY_LATER_STATUSES
-            else None
+            else {}
         )
-        level = logging.WARNING if status >= 500 else logging.DEBUG
-        log.log(
-            level,
-            "%s %s -> %d %s: %s",
-            request.method,
-            request.url.path,
-            status,
-            error.reason,
-            error.message,
-        )
+        if not logged:
+            self.log(log_level(error), method, path, status, error)
         body = ErrorResponse(error=error.reason, detail=error.message)
         return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+    def log(self, level: int, method: str, path: str, status: int, error: ServiceError) -> None:
+        if level <= logging.DEBUG:
+            log.debug("%s %s -> %d %s: %s", method, path, status, error.reason, error.message)
+        else:
+            self.limiter.log(
+                error.reason,
+                level,
+                "%s %s -> %d %s: %s",
+                method,
+                path,
+                status,
+                error.reason,
+                error.message,
+            )
+
+
+class UnexpectedErrorMiddleware:
+    """Answers any exception no handler took as 500 ``internal_error``, logged once with its
+    traceback (the server is not handed the exception to log a second time)."""
+
+    def __init__(self, app: ASGIApp, answers: ErrorAnswers) -> None:
+        self.app = app
+        self.answers = answers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            method, path = scope.get("method", ""), scope.get("path", "")
+            self.answers.limiter.log(
+                InternalError.reason,
+                logging.ERROR,
+                "unexpected error on %s %s",
+                method,
+                path,
+                exc_info=exc,
+            )
+            if started:  # too late for an answer; the server closes the connection
+                return
+            error = InternalError("unexpected error; the cause is in the service log")
+            response = self.answers.response(method, path, error, logged=True)
+            await response(scope, receive, send)
+
+
+def _add_error_handlers(app: FastAPI, answers: ErrorAnswers) -> None:
+    def answer(request: Request, error: ServiceError) -> JSONResponse:
+        return answers.response(request.method, request.url.path, error)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -447,8 +548,3 @@ def _add_error_handlers(app: FastAPI) -> None:
         else:
             error = InternalError(f"HTTP {exc.status_code}: {exc.detail}")
         return answer(request, error)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return answer(request, InternalError("unexpected error; the cause is in the service log"))

@@ -10,6 +10,7 @@ queue (``service.batching``, a library without HTTP) has its own exceptions;
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 from service import batching
@@ -102,6 +103,11 @@ class MethodNotAllowedError(ServiceError):
     reason = "method_not_allowed"
 
 
+# 499: the client closed the connection before its answer (nginx's code); nothing is sent.
+class ClientClosedError(ServiceError):
+    reason = "client_closed"
+
+
 # 500: our side failed.
 class InferenceFailedError(ServiceError):
     reason = "inference_failed"
@@ -157,6 +163,7 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     InvalidRequestError: 422,
     InvalidBoxesError: 422,
     TooManyFacesError: 422,
+    ClientClosedError: 499,
     InferenceFailedError: 500,
     InternalError: 500,
     QueueFullError: 503,
@@ -169,6 +176,8 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
 
 # Answers with these statuses carry a Retry-After header.
 RETRY_LATER_STATUSES = frozenset({503})
+# Statuses no client reads (it has gone): left out of the OpenAPI document.
+UNSENT_STATUSES = frozenset({499})
 
 # What each failure of the batching queue is answered as, and the words before its message.
 BATCHING_ERRORS: dict[type[batching.BatchingError], tuple[type[ServiceError], str]] = {
@@ -197,6 +206,19 @@ def http_status(error: ServiceError) -> int:
     if status is None:
         status = next((s for cls, s in HTTP_STATUS.items() if isinstance(error, cls)), 500)
     return status
+
+
+def log_level(error: ServiceError) -> int:
+    """How an answered error is logged. Every answer is counted in the metrics
+    (``dan_errors_total{reason}``), so what a client can cause at will (bad input, refusals,
+    retry-later) is DEBUG; a client gone is INFO; our own failures (500, 504) are WARNING.
+    Lines above DEBUG are rate-limited per reason by the caller (``service.log_limit``)."""
+    if isinstance(error, ClientClosedError):
+        return logging.INFO
+    status = http_status(error)
+    if status >= 500 and status not in RETRY_LATER_STATUSES:
+        return logging.WARNING
+    return logging.DEBUG
 
 
 def reasons_by_status() -> dict[int, list[str]]:

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.errors import (
     BodyTooLargeError,
+    ClientClosedError,
     EmptyImageError,
     ImageTooLargeError,
     InvalidBoxesError,
@@ -70,11 +71,16 @@ async def read_body(request: Request, limit: int) -> bytes:
         )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError(f"the request body passed the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLargeError(f"the request body passed the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientClosedError(
+            f"the client closed the connection after {size} bytes of the request body"
+        ) from None
     return b"".join(chunks)
 
 

@@ -131,7 +131,7 @@ def test_a_face_whose_output_is_not_finite_fails_alone_not_the_others_of_its_bat
 
 
 def test_an_unexpected_error_answers_500_internal_error_then_service_goes_on(
-    tiny_model: Path,
+    tiny_model: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = settings_for(tiny_model)
     finder = ControlledFinder()
@@ -139,8 +139,12 @@ def test_an_unexpected_error_answers_500_internal_error_then_service_goes_on(
     async def main() -> None:
         async with serve(settings, ControlledEngine(settings), finder) as served:
             finder.fail_with = KeyError("a bug in the face finder")
-            detail = assert_error(await post(served, NOISE, boxes=None), 500, "internal_error")
+            with caplog.at_level(logging.DEBUG):
+                detail = assert_error(await post(served, NOISE, boxes=None), 500, "internal_error")
             assert detail == "unexpected error; the cause is in the service log"
+            errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len(errors) == 1, [r.getMessage() for r in errors]  # logged once, not twice
+            assert errors[0].exc_info is not None and "a bug in the face finder" in caplog.text
             finder.fail_with = None
             response = await post(served, NOISE, boxes=None)
             assert_landmarks(response)
