@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from service.app import create_app
 from service.config import Settings, describe_errors
+from service.log_limit import RateLimitFilter
 
 log = logging.getLogger("service")
 
@@ -38,6 +39,9 @@ def main() -> int:
         log.error("invalid settings, not starting:\n%s", describe_errors(e.errors()))
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, force=True)
+    # The server's own warnings (invalid HTTP, too many connections) come once per bad client:
+    # a few per minute and kind are enough.
+    logging.getLogger("uvicorn.error").addFilter(RateLimitFilter())
     app = create_app(settings)
     config = uvicorn.Config(
         app,
