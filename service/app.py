@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -138,6 +138,9 @@ def create_app(
         summary="68 facial landmarks (iBUG scheme) with the Deep Alignment Network",
         version="1",
         lifespan=_lifespan,
+        # No redirect to the path with(out) a trailing slash: its Location would be built from
+        # the client's Host header. Such a path is 404.
+        redirect_slashes=False,
     )
     app.state.service = state
     answers = ErrorAnswers(state)
@@ -254,13 +257,15 @@ ALIGN_REQUEST_BODY: dict[str, Any] = {
                         "image": {
                             "type": "string",
                             "format": "binary",
+                            "minLength": 1,
                             "description": "The image file (JPEG, PNG, WebP, BMP, GIF or TIFF); "
                             "at most DAN_MAX_IMAGE_BYTES (default 10 MiB) and DAN_MAX_IMAGE_PIXELS "
                             "(default 40 million) pixels",
                         },
                         "boxes": {
                             "type": "string",
-                            "description": "JSON text. " + BOXES_DESCRIPTION,
+                            "description": "JSON text: a list of boxes, or null. "
+                            + BOXES_DESCRIPTION,
                             "example": "[[60.5, 72.0, 190.0, 201.5]]",
                         },
                     },
@@ -449,16 +454,21 @@ class ErrorAnswers:
         self.limiter = LogLimiter(log)
 
     def response(
-        self, method: str, path: str, error: ServiceError, *, logged: bool = False
+        self,
+        method: str,
+        path: str,
+        error: ServiceError,
+        *,
+        logged: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> JSONResponse:
-        """The JSON answer to ``error``; ``logged``: its line was written already."""
+        """The JSON answer to ``error`` with ``headers`` (e.g. a 405's Allow); ``logged``: its
+        line was written already."""
         status = http_status(error)
         self.state.metrics.errors.labels(error.reason).inc()
-        headers = (
-            {"Retry-After": str(self.state.settings.retry_after_s)}
-            if status in RETRY_LATER_STATUSES
-            else {}
-        )
+        headers = dict(headers or {})
+        if status in RETRY_LATER_STATUSES:
+            headers["Retry-After"] = str(self.state.settings.retry_after_s)
         if not logged:
             self.log(log_level(error), method, path, status, error)
         body = ErrorResponse(error=error.reason, detail=error.message)
@@ -520,8 +530,10 @@ class UnexpectedErrorMiddleware:
 
 
 def _add_error_handlers(app: FastAPI, answers: ErrorAnswers) -> None:
-    def answer(request: Request, error: ServiceError) -> JSONResponse:
-        return answers.response(request.method, request.url.path, error)
+    def answer(
+        request: Request, error: ServiceError, headers: Mapping[str, str] | None = None
+    ) -> JSONResponse:
+        return answers.response(request.method, request.url.path, error, headers=headers)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -540,7 +552,11 @@ def _add_error_handlers(app: FastAPI, answers: ErrorAnswers) -> None:
         if exc.status_code == 404:
             error: ServiceError = NotFoundError(f"no route {request.url.path}")
         elif exc.status_code == 405:
-            error = MethodNotAllowedError(f"{request.method} is not allowed on {request.url.path}")
+            allowed = (exc.headers or {}).get("Allow", "")
+            error = MethodNotAllowedError(
+                f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+            )
+            return answer(request, error, {"Allow": allowed})
         elif exc.status_code == 400:
             error = MalformedBodyError(f"malformed request: {exc.detail}")
         elif exc.status_code == 413:

@@ -14,8 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from model.landmarks import NUM_LANDMARKS
 from service.initialisation import BoxSource
 
-Coordinate = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# Past any image the service opens (DAN_MAX_IMAGE_PIXELS <= 150 million, a box at most 4x the
+# larger side): the schema says coordinates are finite, as the service checks.
+MAX_COORDINATE = 1e9
+Coordinate = Annotated[
+    float, Field(strict=True, allow_inf_nan=False, ge=-MAX_COORDINATE, le=MAX_COORDINATE)
+]
 Box = tuple[Coordinate, Coordinate, Coordinate, Coordinate]
+Boxes = Annotated[list[Box], Field(min_length=1)]
 Point = tuple[float, float]
 
 BOXES_DESCRIPTION = (
@@ -23,11 +29,13 @@ BOXES_DESCRIPTION = (
     "orientation applied). Each must be at least 1 px a side, at most 4x the image's larger side "
     "and overlap the image; at most DAN_MAX_FACES (default 32) boxes. Omit to let the service "
     "find the faces: its face detector (DAN_DETECTOR, default centerface) finds them, best score "
-    "first, at most DAN_MAX_FACES; an image without a face gets an empty faces list. With "
+    "first, at most DAN_MAX_FACES; an image without a face gets an empty faces list; null is the "
+    "same as leaving boxes out. With "
     "DAN_DETECTOR=none it uses the paper's box-less procedure instead (one face: a centred square "
     "box of side 46% of the image height, then a second pass from the box of the first result)."
 )
-BOXES_ADAPTER: TypeAdapter[list[Box]] = TypeAdapter(list[Box])
+# ``null`` is no boxes, in a JSON body and in the multipart field alike.
+BOXES_ADAPTER: TypeAdapter[list[Box] | None] = TypeAdapter(Boxes | None)
 
 
 class AlignJsonRequest(BaseModel):
@@ -38,8 +46,10 @@ class AlignJsonRequest(BaseModel):
     image: str = Field(
         description="The encoded image file (JPEG, PNG, WebP, BMP, GIF or TIFF) in base64; a "
         "data URL prefix (data:image/...;base64,) is accepted",
+        # Checked by the service itself (400 empty_image), stated in the schema.
+        json_schema_extra={"minLength": 1},
     )
-    boxes: list[Box] | None = Field(default=None, description=BOXES_DESCRIPTION)
+    boxes: Boxes | None = Field(default=None, description=BOXES_DESCRIPTION)
 
 
 class ImageSize(BaseModel):

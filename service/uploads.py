@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 
 from pydantic import ValidationError
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
@@ -106,7 +107,8 @@ def decode_base64(text: str, max_image_bytes: int) -> bytes:
         raise EmptyImageError("the image is empty (no base64 data)")
     if len(text) // 4 * 3 > max_image_bytes + 2:
         raise ImageTooLargeError(
-            f"the image is about {len(text) // 4 * 3} bytes; the limit is {max_image_bytes} bytes"
+            f"the image is about {len(text) // 4 * 3} bytes; the limit is {max_image_bytes} bytes "
+            "(DAN_MAX_IMAGE_BYTES)"
         )
     try:
         return base64.b64decode(text, validate=True)
@@ -116,10 +118,30 @@ def decode_base64(text: str, max_image_bytes: int) -> bytes:
         ) from None
 
 
+def multipart_boundary(headers: Headers) -> bytes:
+    """The boundary parameter of a multipart/form-data Content-Type (else ``malformed_body``)."""
+    _, params = parse_options_header(headers.get("content-type", ""))
+    boundary = params.get(b"boundary", b"")
+    if not boundary:
+        raise MalformedBodyError("the multipart/form-data Content-Type has no boundary parameter")
+    return boundary
+
+
+def check_complete(body: bytes, boundary: bytes) -> None:
+    """``malformed_body`` unless the multipart body ends with its close delimiter
+    (``--BOUNDARY--``, an epilogue may follow): a body cut short loses fields silently."""
+    close = b"--" + boundary + b"--"
+    at = body.rfind(close)
+    if at < 0 or (at > 0 and body[at - 2 : at] != b"\r\n"):
+        raise MalformedBodyError(
+            f"the multipart body ({len(body)} bytes) is cut short: it does not end with its "
+            f"closing boundary --{boundary.decode('latin-1')}--"
+        )
+
+
 async def parse_multipart(headers: Headers, body: bytes, max_image_bytes: int) -> Upload:
     """A multipart/form-data body -> the image bytes (file field ``image``) and boxes."""
-    if "boundary=" not in headers.get("content-type", ""):
-        raise MalformedBodyError("the multipart/form-data Content-Type has no boundary parameter")
+    check_complete(body, multipart_boundary(headers))
 
     async def replay() -> AsyncGenerator[bytes, None]:
         yield body
@@ -153,14 +175,15 @@ async def parse_multipart(headers: Headers, body: bytes, max_image_bytes: int) -
             )
         if image.size is not None and image.size > max_image_bytes:
             raise ImageTooLargeError(
-                f"the image is {image.size} bytes; the limit is {max_image_bytes} bytes"
+                f"the image is {image.size} bytes; the limit is {max_image_bytes} bytes "
+                "(DAN_MAX_IMAGE_BYTES)"
             )
         data = await image.read()
         boxes_field = form.get("boxes")
         if boxes_field is None:
             boxes = None
         elif isinstance(boxes_field, str):
-            boxes = parse_boxes(boxes_field) if boxes_field.strip() else None
+            boxes = parse_boxes(boxes_field) if boxes_field.strip() else None  # null: None
         else:
             raise InvalidRequestError("'boxes' must be a text field holding JSON, got a file part")
     finally:
@@ -168,8 +191,9 @@ async def parse_multipart(headers: Headers, body: bytes, max_image_bytes: int) -
     return Upload(data, boxes)
 
 
-def parse_boxes(text: str) -> list[Box]:
-    """The ``boxes`` form field: a JSON list of [x_min, y_min, x_max, y_max]."""
+def parse_boxes(text: str) -> list[Box] | None:
+    """The ``boxes`` form field: a JSON list of [x_min, y_min, x_max, y_max], or ``null`` (no
+    boxes, as in a JSON body)."""
     try:
         return BOXES_ADAPTER.validate_json(text)
     except ValidationError as e:

@@ -66,6 +66,24 @@ def read_response(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP answer on a connection left open: (status, headers, body by Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection in the answer's body"
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
 def closed_by_server(sock: socket.socket) -> bool:
     """Whether the server closed (or reset) the connection; waits up to the socket's timeout."""
     try:
