@@ -221,6 +221,7 @@ async def _warm_up(state: ServiceState) -> None:
             await loop.run_in_executor(
                 state.decode_pool, detectors.warm_up, state.aligner.default_initialiser
             )
+            await loop.run_in_executor(state.decode_pool, state.aligner.warm_up)
         state.warmup = await asyncio.to_thread(state.engine.warm_up, state.settings.warmup_runs)
     except asyncio.CancelledError:
         raise

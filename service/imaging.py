@@ -28,6 +28,7 @@ from service.errors import (
     TooManyPixelsError,
     UnsupportedImageError,
 )
+from service.image_data import check_data_suffices
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
                 f"the image is {width} x {height} = {width * height} pixels; the limit is "
                 f"{limits.max_pixels} pixels"
             )
+        check_data_suffices(data, str(image.format), width, height)  # before any pixel
         try:
             image.load()
             orientation = _orientation(image)
@@ -116,6 +118,17 @@ def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
             mode=image.mode,
             orientation=orientation,
         )
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as the image's header says, without decoding a pixel; None when the
+    header cannot be read (``decode_image`` says why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=_openable_formats()) as image:
+            width, height = image.size
+    except Exception:  # decoders of untrusted data raise many types
+        return None
+    return int(width), int(height)
 
 
 def warm_up() -> None:

@@ -9,15 +9,20 @@ procedure) get their re-fitted crops queued again until they are done.
 from __future__ import annotations
 
 import asyncio
+import io
+import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
 
 from model.arrays import FloatArray, GrayImage
 from service.admission import Admission, Ticket
 from service.cropping import Crop, crop_face, keypoint_crop_transform, to_image, warp_face
 from service.errors import InvalidBoxesError, TooManyFacesError
-from service.imaging import DecodedImage, ImageLimits, decode_image
+from service.imaging import DecodedImage, ImageLimits, decode_image, header_size
 from service.initialisation import DetectorBoxes, FaceProposal, GivenBoxes, Initialiser
 
 
@@ -91,9 +96,13 @@ class Aligner:
         self.check_box_count(boxes)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        decoded, initialiser, pending, detect_s = await loop.run_in_executor(
+        size = header_size(image)  # the header only: what decoding will cost
+        if size is not None:
+            self.admission.start_preparing(ticket, size[0] * size[1] / 1e6, self._detects(boxes))
+        decoded, initialiser, pending, detect_s, work_s = await loop.run_in_executor(
             self.executor, self._prepare, image, boxes
         )
+        self.admission.finish_preparing(ticket, work_s)
         decode_s = loop.time() - started - (detect_s or 0.0)
         done: dict[int, AlignedFace] = {}
         while pending:
@@ -122,10 +131,16 @@ class Aligner:
         faces = [done[i] for i in sorted(done)]
         return Alignment(decoded.width, decoded.height, faces, decode_s, detect_s)
 
+    def _detects(self, boxes: Sequence[Sequence[float]] | None) -> bool:
+        """Whether the detector finds the faces of a request with these boxes."""
+        return boxes is None and isinstance(self.default_initialiser, DetectorBoxes)
+
     def _prepare(
         self, image: bytes, boxes: Sequence[Sequence[float]] | None
-    ) -> tuple[DecodedImage, Initialiser, list[_Pending], float | None]:
-        """Decode, propose faces and cut their crops (in the thread pool); detection seconds."""
+    ) -> tuple[DecodedImage, Initialiser, list[_Pending], float | None, float]:
+        """Decode, propose faces and cut their crops (in the thread pool); the detection
+        seconds, and the seconds of all this work (waits for the thread excluded)."""
+        started = time.perf_counter()
         decoded = decode_image(image, self.limits)
         initialiser: Initialiser = (
             self.default_initialiser
@@ -140,7 +155,24 @@ class Aligner:
         proposals = proposals[: self.max_faces]
         crops = self._crops(decoded.gray, proposals)
         pending = [_Pending(i, p, c) for i, (p, c) in enumerate(zip(proposals, crops, strict=True))]
-        return decoded, initialiser, pending, detect_s
+        return decoded, initialiser, pending, detect_s, time.perf_counter() - started
+
+    def warm_up(self) -> None:
+        """Prepare synthetic images of two sizes, with boxes and (with a detector) without, in
+        the calling thread, so that admission knows what preparation costs per megapixel
+        before the first request."""
+        largest = int(min(1024, self.limits.max_pixels**0.5))
+        for side in sorted({min(128, largest), largest}):
+            ramp = np.linspace(0, 255, side, dtype=np.float64)
+            pixels = ((ramp[:, None] + ramp[None, :]) / 2).astype(np.uint8)  # compresses well
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, "PNG")
+            if len(buffer.getvalue()) > self.limits.max_bytes:
+                continue
+            box = [side * 0.25, side * 0.25, side * 0.75, side * 0.75]
+            for boxes in ([box], None) if self._detects(None) else ([box],):
+                *_, seconds = self._prepare(buffer.getvalue(), boxes)
+                self.admission.costs.observe(side * side / 1e6, self._detects(boxes), seconds)
 
     def _crops(self, gray: GrayImage, proposals: Sequence[FaceProposal]) -> list[Crop]:
         return [self._crop(gray, p) for p in proposals]
