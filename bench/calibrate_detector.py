@@ -21,20 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.samples import boxed_faces
 from service.detectors.calibration import BoxMapping, box_iou, calibration_json, fit_box_mapping
 from service.detectors.centerface import CALIBRATION_FILE, DEFAULT_MAX_SIDE, CenterFace
-from training.dataset import SPLITS, load_subset, read_box_csv, read_gray
+from training.dataset import SPLITS, read_gray
+from training.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = REPO.parent / "shared" / "data" / "300w"
-OUTPUT = REPO / "service" / "detectors" / CALIBRATION_FILE
+OUTPUT = REPO_ROOT / "service" / "detectors" / CALIBRATION_FILE
 COMMAND = "python -m bench.calibrate_detector"
 FITTED_ON = "training images: afw, lfpw/trainset, helen/trainset"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="the 300-W folder")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="the 300-W folder")
     p.add_argument("--threshold", type=float, default=0.3, help="CenterFace score threshold")
     p.add_argument("--min-iou", type=float, default=0.3, help="least IoU of a usable pair")
     p.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
@@ -45,11 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
-    boxes = read_box_csv(args.data_root / "boxes.csv")
-    samples = [s for sub in SPLITS["training"] for s in load_subset(args.data_root, sub, boxes)]
-    samples = [s for s in samples if s.detector_box is not None]
-    if args.limit:
-        samples = samples[: args.limit]
+    samples = boxed_faces(args.data_root, SPLITS["training"], args.limit)
     detector = CenterFace(
         threshold=args.threshold, max_side=DEFAULT_MAX_SIDE, threads=1, box_mapping=BoxMapping()
     )

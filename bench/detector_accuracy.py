@@ -26,14 +26,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.serving import ServiceProcess
+from bench.samples import boxed_faces
+from bench.serving import service_url
 from service.detectors.calibration import box_iou
-from training.dataset import SPLITS, load_subset, read_box_csv, read_gray
+from training.dataset import SPLITS, read_gray
 from training.evaluate import OnnxModel, predict
 from training.metrics import normalised_errors
+from training.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = REPO.parent / "shared" / "data" / "300w"
 MIN_RECALL = 0.98
 MAX_EXTRA_ERROR = 0.2  # percentage points of inter-ocular error
 MATCH_IOU = 0.5
@@ -55,9 +55,9 @@ def service_settings(args: argparse.Namespace) -> dict[str, object]:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
-        "--model", type=Path, default=REPO / "model" / "dan-300w.onnx", help="ONNX model"
+        "--model", type=Path, default=REPO_ROOT / "model" / "dan-300w.onnx", help="ONNX model"
     )
-    p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="the 300-W folder")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="the 300-W folder")
     p.add_argument(
         "--detector-init", choices=["box", "keypoints"], default="box", help="DAN_DETECTOR_INIT"
     )
@@ -71,11 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    boxes = read_box_csv(args.data_root / "boxes.csv")
-    samples = [s for sub in SPLITS["common"] for s in load_subset(args.data_root, sub, boxes)]
-    samples = [s for s in samples if s.detector_box is not None]
-    if args.limit:
-        samples = samples[: args.limit]
+    samples = boxed_faces(args.data_root, SPLITS["common"], args.limit)
     target = np.stack([s.landmarks for s in samples])
 
     model = OnnxModel.load(args.model, args.threads)
@@ -83,35 +79,28 @@ def main(argv: list[str] | None = None) -> int:
     reference = predict(model, images, [s.box("file") for s in samples], 8)[:, -1]
     reference_error = normalised_errors(reference, target, "inter_ocular")
 
-    service = None
-    url = args.url
-    if url is None:
-        service = ServiceProcess(service_settings(args))
-        service.wait_ready()
-        url = service.url
     found = np.zeros(len(samples), dtype=bool)
     predicted = np.zeros_like(target)
     extra = 0
     detect_ms: list[float] = []
-    try:
-        with httpx.Client(base_url=url, timeout=60) as client:
-            for i, sample in enumerate(samples):
-                files = {"image": (sample.image_path.name, sample.image_path.read_bytes())}
-                response = client.post("/align", files=files)
-                response.raise_for_status()
-                faces = response.json()["faces"]
-                if faces:
-                    detect_ms.append(float(faces[0]["timings"]["detect_ms"]))
-                    assert all(f["box_source"] == "detector" for f in faces)
-                    iou = box_iou(sample.box("file"), np.array([f["box"] for f in faces]))[0]
-                    best = int(iou.argmax())
-                    if iou[best] >= MATCH_IOU:
-                        found[i] = True
-                        predicted[i] = np.asarray(faces[best]["landmarks"])
-                    extra += int((iou < MATCH_IOU).sum())
-    finally:
-        if service is not None:
-            service.stop()
+    with (
+        service_url(args.url, service_settings(args)) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        for i, sample in enumerate(samples):
+            files = {"image": (sample.image_path.name, sample.image_path.read_bytes())}
+            response = client.post("/align", files=files)
+            response.raise_for_status()
+            faces = response.json()["faces"]
+            if faces:
+                detect_ms.append(float(faces[0]["timings"]["detect_ms"]))
+                assert all(f["box_source"] == "detector" for f in faces)
+                iou = box_iou(sample.box("file"), np.array([f["box"] for f in faces]))[0]
+                best = int(iou.argmax())
+                if iou[best] >= MATCH_IOU:
+                    found[i] = True
+                    predicted[i] = np.asarray(faces[best]["landmarks"])
+                extra += int((iou < MATCH_IOU).sum())
 
     recall = float(found.mean())
     error = 100 * float(normalised_errors(predicted[found], target[found], "inter_ocular").mean())

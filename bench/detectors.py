@@ -32,15 +32,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench.samples import boxed_faces
 from model.arrays import FloatArray, GrayImage
 from model.geometry import bounding_box
 from service.detectors.calibration import box_iou
 from service.detectors.centerface import CenterFace
 from service.detectors.interface import Detection
-from training.dataset import Sample, load_subset, read_box_csv, read_gray
+from training.dataset import Sample, read_gray
+from training.paths import DEFAULT_DATA_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = REPO.parent / "shared" / "data" / "300w"
 Detect = Callable[[GrayImage], list[Detection]]
 MATCH_IOU = 0.5
 
@@ -145,7 +145,7 @@ def milliseconds(detect: Detect, image: GrayImage, size: tuple[int, int], repeat
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="the 300-W folder")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="the 300-W folder")
     p.add_argument(
         "--subsets", nargs="+", default=["lfpw_test", "helen_test"], help="300-W subsets"
     )
@@ -172,11 +172,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
-    boxes = read_box_csv(args.data_root / "boxes.csv")
-    samples = [s for sub in args.subsets for s in load_subset(args.data_root, sub, boxes)]
-    samples = [s for s in samples if s.detector_box is not None]
-    if args.limit:
-        samples = samples[: args.limit]
+    samples = boxed_faces(args.data_root, args.subsets, args.limit)
     singles = single_scenes(samples)
     multi = composites(samples, args.composites)
     candidates: list[tuple[str, Detect, list[float]]] = [

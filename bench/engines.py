@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.load import DEFAULT_DATA, EngineResult, measure_engine
+from bench.load import EngineResult, measure_engine
+from training.paths import DEFAULT_DATA_ROOT
 
 if TYPE_CHECKING:
     from service.config import Provider
@@ -67,7 +68,9 @@ def compare(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("models", type=Path, nargs="+", help="ONNX files; the first is the baseline")
-    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA, help="300-W folder (boxes.csv)")
+    p.add_argument(
+        "--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="300-W folder (boxes.csv)"
+    )
     p.add_argument("--seconds", type=float, default=6.0, help="seconds per file and round")
     p.add_argument("--rounds", type=int, default=3, help="rounds over all files")
     p.add_argument(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import statistics
 import sys
@@ -36,15 +35,15 @@ from typing import TYPE_CHECKING
 import httpx
 import numpy as np
 
-from bench.serving import ServiceProcess
+from bench.samples import boxed_faces
+from bench.serving import service_url
+from training.dataset import SPLITS, Sample
+from training.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
 if TYPE_CHECKING:
     from service.config import Provider
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "300w"
 BOUNDARY = "dan-bench-9f8e7d"
-TEST_FOLDERS = ("lfpw/testset", "helen/testset")
 
 
 @dataclass(frozen=True)
@@ -103,29 +102,18 @@ class LevelResult:
         }
 
 
+def test_faces(data_root: Path, count: int) -> list[Sample]:
+    """The first ``count`` common-test faces with a detector box, by name (helen/testset
+    before lfpw/testset: the images every published number of this benchmark was measured on)."""
+    return sorted(boxed_faces(data_root, SPLITS["common"]), key=lambda s: s.name)[:count]
+
+
 def load_payloads(data_root: Path, count: int, port: int) -> list[Payload]:
     """``count`` common-test images with their detector boxes, as requests."""
-    boxes = _boxes(data_root)
     return [
-        Payload(n, encode_request((data_root / n).read_bytes(), [boxes[n]], port))
-        for n in _test_images(boxes, count)
+        Payload(s.name, encode_request(s.image_path.read_bytes(), [s.box("file").tolist()], port))
+        for s in test_faces(data_root, count)
     ]
-
-
-def _boxes(data_root: Path) -> dict[str, list[float]]:
-    """Detector boxes of boxes.csv by image, 0-based (the file is 1-based)."""
-    with (data_root / "boxes.csv").open(newline="") as f:
-        return {
-            row["image"]: [float(row[k]) - 1.0 for k in ("xmin", "ymin", "xmax", "ymax")]
-            for row in csv.DictReader(f)
-        }
-
-
-def _test_images(boxes: dict[str, list[float]], count: int) -> list[str]:
-    names = sorted(n for n in boxes if n.startswith(TEST_FOLDERS))[:count]
-    if not names:
-        raise SystemExit("no common-test images with boxes in boxes.csv")
-    return names
 
 
 def encode_request(image: bytes, boxes: list[list[float]], port: int) -> bytes:
@@ -298,10 +286,10 @@ def measure_engine(
     images: int = 32,
 ) -> EngineResult:
     """The raw engine on real crops: no HTTP, no decoding, no queue."""
+    from model.crop import crop_face
     from service.config import Settings
-    from service.cropping import crop_face
     from service.engine import Engine
-    from service.imaging import ImageLimits, decode_image
+    from training.dataset import read_gray
 
     settings = Settings(
         model_path=model,
@@ -310,16 +298,12 @@ def measure_engine(
         max_batch_size=max_batch_size,
     )
     engine = Engine(settings)
-    boxes = _boxes(data_root)
-    limits = ImageLimits(10**8, 10**8)
-    crops = []
-    for name in _test_images(boxes, images):
-        gray = decode_image((data_root / name).read_bytes(), limits).gray
-        crops.append(
-            crop_face(
-                gray, np.asarray(boxes[name]), engine.info.mean_shape, engine.info.input_size
-            ).pixels
-        )
+    crops = [
+        crop_face(
+            read_gray(s.image_path), s.box("file"), engine.info.mean_shape, engine.info.input_size
+        ).pixels
+        for s in test_faces(data_root, images)
+    ]
     engine.warm_up(runs=3)
     singles: list[float] = []
     end = time.perf_counter() + seconds / 2
@@ -388,9 +372,11 @@ async def run_load(
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument(
-        "--model", type=Path, default=REPO / "model" / "dan-300w.onnx", help="ONNX model"
+        "--model", type=Path, default=REPO_ROOT / "model" / "dan-300w.onnx", help="ONNX model"
     )
-    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA, help="300-W folder (boxes.csv)")
+    p.add_argument(
+        "--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="300-W folder (boxes.csv)"
+    )
     p.add_argument("--images", type=int, default=20, help="distinct test images to cycle through")
     p.add_argument("--url", default=None, help="use a running service (http://host:port) instead")
     p.add_argument(
@@ -441,23 +427,14 @@ def main(argv: list[str] | None = None) -> int:
         f"  {engine.provider}, batch {engine.max_batch_size}: single face {engine.single_face_ms:.2f} ms, "
         f"{engine.faces_per_s:.1f} faces/s at full batches"
     )
-    server: ServiceProcess | None = None
-    url = args.url
-    if url is None:
-        server = ServiceProcess(service_settings(args))
-        print(f"starting python -m service at {server.url} (log {server.log_path}) ...")
-        server.wait_ready()
-        url = server.url
-    elif httpx.get(f"{url}/health/ready", timeout=10).status_code != 200:
-        raise SystemExit(f"{url} is not ready")
-    host, _, port_text = url.removeprefix("http://").rstrip("/").partition(":")
-    port = int(port_text or 80)
-    payloads = load_payloads(args.data_root, args.images, port)
-    try:
+    print("python -m service ..." if args.url is None else f"service at {args.url} ...")
+    with service_url(args.url, service_settings(args)) as url:
+        if httpx.get(f"{url}/health/ready", timeout=10).status_code != 200:
+            raise SystemExit(f"{url} is not ready")
+        host, _, port_text = url.removeprefix("http://").rstrip("/").partition(":")
+        port = int(port_text or 80)
+        payloads = load_payloads(args.data_root, args.images, port)
         levels, overload = asyncio.run(run_load(args, host, port, payloads))
-    finally:
-        if server is not None:
-            server.stop()
     rows = [r.summary() for r in [*levels, overload]]
     print()
     print(

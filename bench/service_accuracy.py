@@ -22,21 +22,21 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.serving import REPO, ServiceProcess
+from bench.serving import service_url
 from training.dataset import load_split
 from training.evaluate import evaluate
 from training.metrics import summarise
+from training.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
-DATA_ROOT = REPO.parent / "shared" / "data" / "300w"
 COMPARED = ("inter_ocular", "inter_pupil", "box_diagonal", "auc_0_08", "failure_0_08")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
-        "--model", type=Path, default=REPO / "model" / "dan-300w.onnx", help="ONNX model"
+        "--model", type=Path, default=REPO_ROOT / "model" / "dan-300w.onnx", help="ONNX model"
     )
-    p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="the 300-W folder")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="the 300-W folder")
     p.add_argument("--split", default="common", help="300-W split (default: common)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (reference and service)")
     p.add_argument("--url", default=None, help="a running service instead of starting one")
@@ -73,20 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     samples = load_split(args.data_root, args.split).samples
     samples = samples[: args.limit] if args.limit > 0 else samples
-    service = None
-    url = args.url
-    if url is None:
-        settings = {"model_path": args.model, "cpu_threads": args.threads, "log_level": "warning"}
-        service = ServiceProcess(settings)
-        service.wait_ready()
-        url = service.url
-    try:
+    settings = {"model_path": args.model, "cpu_threads": args.threads, "log_level": "warning"}
+    with service_url(args.url, settings) as url:
         predicted = service_landmarks(
             url, [s.image_path for s in samples], [s.box("file").tolist() for s in samples]
         )
-    finally:
-        if service is not None:
-            service.stop()
     served = summarise(predicted, np.stack([s.landmarks for s in samples])).as_dict()
     differences = {k: 100 * (served[k] - reference[k]) for k in COMPARED}
     ok = all(abs(d) <= args.tolerance for d in differences.values())

@@ -1,4 +1,18 @@
-"""Shared fixtures: where the 300-W data is, a realistic mean shape, a tiny exported DAN."""
+"""Shared fixtures: where the 300-W data is, a few test faces, a mean shape, a tiny exported DAN.
+
+Two data roots, so that a test says what it needs:
+
+- ``data_root``: the real 300-W folder (``--data-root``, default ``../shared/data/300w``
+  beside the checkout, ``training.paths.DEFAULT_DATA_ROOT``); without it the test is skipped,
+  saying so. For what needs real faces: a trained model's accuracy, face detection and the
+  detector's calibration (``real_test_faces`` too).
+- ``any_data_root``: the real folder when it is there, else the small synthetic tree of
+  ``synthetic_300w`` (drawn faces, the official layout) written once per session. For code
+  paths: loading, cropping, decoding, serving, benchmarks (``test_faces``, ``mean_shape`` and
+  ``tiny_model`` build on it, so they exist on any machine).
+
+``pytest --data-root=/nowhere`` runs the suite as a machine without the data does.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +20,85 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic_300w import write_synthetic_300w
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = REPO.parent / "shared" / "data" / "300w"
-RELEASED_MODEL = REPO / "model" / "dan-300w.onnx"
+from training.dataset import Sample
+from training.paths import DEFAULT_DATA_ROOT
+
+REAL_FACES_NEEDED = (
+    "needs the real 300-W faces (a trained model's accuracy, face detection or its "
+    "calibration: the synthetic faces are drawn, not photographed)"
+)
 
 
-def require_data() -> Path:
-    if not (DATA_ROOT / "boxes.csv").is_file():
-        pytest.skip(
-            f"300-W data not found at {DATA_ROOT} (expected ../shared/data/300w beside the repo)"
-        )
-    return DATA_ROOT
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "process: starts real service processes (scripts/stress_process_tests.sh runs these)",
+    )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--data-root",
+        type=Path,
+        default=DEFAULT_DATA_ROOT,
+        help="the real 300-W folder (default: ../shared/data/300w beside the checkout); a path "
+        "without boxes.csv runs the suite as without the data (synthetic faces, or a skip)",
+    )
+
+
+def _real_root(config: pytest.Config) -> Path | None:
+    root: Path = config.getoption("data_root")
+    return root if (root / "boxes.csv").is_file() else None
 
 
 @pytest.fixture(scope="session")
-def data_root() -> Path:
-    return require_data()
+def data_root(pytestconfig: pytest.Config) -> Path:
+    """The real 300-W folder; the test is skipped, with the reason, without it."""
+    root = _real_root(pytestconfig)
+    if root is None:
+        pytest.skip(f"{REAL_FACES_NEEDED}; not found at {pytestconfig.getoption('data_root')}")
+    return root
 
 
 @pytest.fixture(scope="session")
-def mean_shape() -> np.ndarray:
-    """A canonical mean shape from the first training shapes (or a synthetic face if no data)."""
-    from training.dataset import load_subset, read_box_csv
+def any_data_root(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real 300-W folder if it is there, else a synthetic one in the same layout."""
+    root = _real_root(pytestconfig)
+    if root is not None:
+        return root
+    return write_synthetic_300w(tmp_path_factory.mktemp("synthetic-300w"))
+
+
+def _common_test_faces(root: Path) -> list[Sample]:
+    from bench.samples import boxed_faces
+
+    faces = boxed_faces(root, ["lfpw_test"], 3) + boxed_faces(root, ["helen_test"], 2)
+    assert len(faces) == 5, f"expected 3 + 2 common-test faces with boxes under {root}"
+    return faces
+
+
+@pytest.fixture(scope="session")
+def test_faces(any_data_root: Path) -> list[Sample]:
+    """Five common-test faces (3 of lfpw/testset, 2 of helen/testset) with landmarks and
+    detector boxes: real ones, or synthetic ones without the data."""
+    return _common_test_faces(any_data_root)
+
+
+@pytest.fixture(scope="session")
+def real_test_faces(data_root: Path) -> list[Sample]:
+    """The same five faces, from the real data only (skipped without it)."""
+    return _common_test_faces(data_root)
+
+
+@pytest.fixture(scope="session")
+def mean_shape(any_data_root: Path) -> np.ndarray:
+    """The canonical mean shape of the first AFW training shapes (50 real, or the synthetic)."""
+    from training.dataset import load_boxes, load_subset
     from training.mean_shape import canonical_mean_shape
 
-    root = require_data()
-    samples = load_subset(root, "afw", read_box_csv(root / "boxes.csv"))[:50]
+    samples = load_subset(any_data_root, "afw", load_boxes(any_data_root))[:50]
     return canonical_mean_shape(np.stack([s.landmarks for s in samples]))
 
 

@@ -1,21 +1,28 @@
-"""The load generator runs end to end against a real service (a smoke run, no speed targets)."""
+"""The load generator and the engine comparison run end to end (smoke runs, no speed targets).
+
+On the real 300-W test images, or the synthetic ones without the data: the benchmarks'
+code paths, not their numbers.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.load import main
 
 
+@pytest.mark.process
 def test_load_reports_every_level_and_the_overload(
-    tiny_model: Path, data_root: Path, tmp_path: Path
+    tiny_model: Path, any_data_root: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "load.json"
     code = main(
         [
             f"--model={tiny_model}",
-            f"--data-root={data_root}",
+            f"--data-root={any_data_root}",
             "--images=3",
             "--levels=1,2",
             "--duration=2",
@@ -39,12 +46,12 @@ def test_load_reports_every_level_and_the_overload(
 
 
 def test_engines_compares_model_files_in_one_run(
-    tiny_model: Path, data_root: Path, tmp_path: Path
+    tiny_model: Path, any_data_root: Path, tmp_path: Path
 ) -> None:
     from bench.engines import main as engines_main
 
     out = tmp_path / "engines.json"
-    args = [str(tiny_model), str(tiny_model), f"--data-root={data_root}", "--seconds=0.2"]
+    args = [str(tiny_model), str(tiny_model), f"--data-root={any_data_root}", "--seconds=0.2"]
     assert engines_main([*args, "--rounds=2", f"--json-out={out}"]) == 0
     rows = json.loads(out.read_text())
     assert [r["model"] for r in rows] == [str(tiny_model)] * 2

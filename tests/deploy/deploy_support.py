@@ -12,15 +12,15 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import yaml
-from service_process import ServiceProcess
+
+from bench.serving import ServiceProcess
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -38,8 +38,6 @@ VENV_BIN = REPO / ".venv" / "bin"
 # Compose variables without a default (the file refuses to load without them).
 REQUIRED_COMPOSE_VARIABLES = {"GRAFANA_ADMIN_PASSWORD": "test-only-password"}
 RELEASED_MODEL = REPO / "model" / "dan-300w.onnx"
-DATA_ROOT = REPO.parent / "shared" / "data" / "300w"
-START_TIMEOUT_S = 180.0
 
 
 def tool(name: str) -> str:
@@ -50,27 +48,13 @@ def tool(name: str) -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@dataclass(frozen=True)
+class ContainerService:
+    """The image's CMD started as the container starts it (``service``: its process, log,
+    environment and client), and the emulated image it runs from (``layout``)."""
 
-
-@dataclass
-class ContainerService(ServiceProcess):
-    """``python -m service`` from a fresh virtual environment, as the container runs it."""
-
-    venv: Path = field(kw_only=True)
-    env: dict[str, str] = field(kw_only=True)
-    layout: ImageLayout = field(kw_only=True)
-    client_timeout_s: ClassVar[float] = 60.0
-    start_timeout_s: ClassVar[float] = START_TIMEOUT_S
-    stop_timeout_s: ClassVar[float] = 40.0
-    poll_s: ClassVar[float] = 0.1
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.env['DAN_HOST']}:{self.env['DAN_PORT']}"
+    service: ServiceProcess
+    layout: ImageLayout
 
 
 def load_yaml(path: Path) -> Any:

@@ -63,7 +63,7 @@ def _queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
 def live_metrics(container_service: ContainerService) -> dict[str, set[str]]:
     """Sample name -> label names, from the service's /metrics after real traffic: one face
     aligned and one refused upload, so labelled series have children."""
-    client = container_service.client
+    client = container_service.service.client
     buffer = io.BytesIO()
     pixels = np.random.default_rng(1).integers(0, 256, (200, 200, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(buffer, format="PNG")
@@ -145,6 +145,7 @@ def test_every_query_is_valid_promql(dashboard: dict[str, Any], tmp_path: Path) 
     assert f"SUCCESS: {len(queries)} rules found" in done.stdout
 
 
+@pytest.mark.process
 def test_queries_name_only_what_the_live_service_exports(
     dashboard: dict[str, Any], live_metrics: dict[str, set[str]]
 ) -> None:

@@ -1,4 +1,7 @@
-"""Helpers for the service tests: a real ``python -m service`` process, and reference landmarks.
+"""Helpers for the service tests: real ``python -m service`` processes, and reference landmarks.
+
+The processes are ``bench.serving.ServiceProcess`` (the one helper of the benchmarks and
+the tests) with the tests' settings.
 
 The reference path is evaluation's own: cv2 decoding (``training.dataset``),
 the one crop (``model.crop``), the model's own metadata (``model.metadata``)
@@ -8,25 +11,20 @@ checks decode, batching and the mapping back together.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import onnxruntime as ort
-from service_process import ServiceProcess
 
+from bench.serving import ServiceProcess
 from model.crop import crop_face, to_image
 from model.metadata import ModelMetadata
 
-REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 90.0
+# Every test server's settings unless a test says otherwise: one inference thread (the tests
+# share two cores), the log at info (tests read it).
+TEST_SETTINGS: dict[str, object] = {"cpu_threads": 1, "decode_threads": 2, "log_level": "info"}
 # The main test server's limits (small, so the limit tests need small uploads only).
 MAIN_SETTINGS: dict[str, object] = {
     "max_image_bytes": 1_000_000,
@@ -38,57 +36,13 @@ MAIN_SETTINGS: dict[str, object] = {
 }
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def service_env(**settings: object) -> dict[str, str]:
-    """The environment of a test server: ours minus any DAN_*, small thread counts, overrides."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DAN_")}
-    env.update(
-        {
-            "DAN_HOST": "127.0.0.1",
-            "DAN_CPU_THREADS": "1",
-            "DAN_DECODE_THREADS": "2",
-            "DAN_LOG_LEVEL": "info",
-        }
-    )
-    env.update({f"DAN_{k.upper()}": str(v) for k, v in settings.items()})
-    return env
-
-
-@dataclass
-class RunningService(ServiceProcess):
-    """A ``python -m service`` child process on a loopback port."""
-
-    port: int = field(kw_only=True)
-    start_timeout_s: ClassVar[float] = START_TIMEOUT_S
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def launch(log_dir: Path, **settings: object) -> RunningService:
-    """Start ``python -m service`` with ``DAN_*`` settings (not waiting for it)."""
-    port = int(str(settings.pop("port", free_port())))
-    log_path = log_dir / f"service-{port}.log"
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        cwd=REPO,
-        env=service_env(port=port, **settings),
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    log_file.close()
-    return RunningService(process, log_path, port=port)
+def launch(log_dir: Path, **settings: object) -> ServiceProcess:
+    """Start ``python -m service`` with the test settings and these (not waiting for it)."""
+    return ServiceProcess.launch({**TEST_SETTINGS, **settings}, log_dir)
 
 
 @contextmanager
-def serving(log_dir: Path, **settings: object) -> Iterator[RunningService]:
+def serving(log_dir: Path, **settings: object) -> Iterator[ServiceProcess]:
     """A ready service for the ``with`` block; afterwards it must stop cleanly (exit code 0)."""
     with launch(log_dir, **settings).ready() as running:
         yield running
@@ -97,14 +51,7 @@ def serving(log_dir: Path, **settings: object) -> Iterator[RunningService]:
 def run_to_exit(log_dir: Path, timeout: float = 60.0, **settings: object) -> tuple[int, str]:
     """Run ``python -m service`` that is expected to stop by itself: (exit code, log)."""
     service = launch(log_dir, **settings)
-    try:
-        code = service.process.wait(timeout)
-    finally:
-        if service.process.poll() is None:
-            service.process.kill()
-            service.process.wait()
-        service.client.close()
-    return int(code), service.log()
+    return service.wait_exit(timeout), service.log()
 
 
 def reference_session(model_path: Path) -> ort.InferenceSession:

@@ -20,12 +20,14 @@ import onnxruntime as ort
 import pytest
 from PIL import Image, ImageOps
 from prometheus_client.parser import text_string_to_metric_families
-from service_support import MAIN_SETTINGS, RunningService, reference_landmarks, reference_session
+from service_support import MAIN_SETTINGS, reference_landmarks, reference_session
 
+from bench.serving import ServiceProcess
 from model.geometry import bounding_box
 from training.dataset import Sample, read_gray
 from training.dataset import to_gray as training_gray
 
+pytestmark = pytest.mark.process
 TOLERANCE_PX = 0.01  # the service rounds to 0.001 px; batching changes float32 sums slightly
 
 
@@ -35,17 +37,9 @@ def reference(tiny_model: Path) -> ort.InferenceSession:
 
 
 def post_file(
-    service: RunningService,
-    data: bytes,
-    boxes: Any = None,
-    name: str = "face.jpg",
-    raw_boxes: str | None = None,
+    service: ServiceProcess, data: bytes, boxes: Any = None, name: str = "face.jpg"
 ) -> httpx.Response:
-    fields = {}
-    if raw_boxes is not None:
-        fields["boxes"] = raw_boxes
-    elif boxes is not None:
-        fields["boxes"] = json.dumps(boxes)
+    fields = {} if boxes is None else {"boxes": json.dumps(boxes)}
     return service.client.post("/align", files={"image": (name, data)}, data=fields)
 
 
@@ -64,7 +58,7 @@ def gray_of(rgb: np.ndarray) -> np.ndarray:
     return training_gray(rgb[..., ::-1])
 
 
-def test_live_and_ready(service: RunningService) -> None:
+def test_live_and_ready(service: ServiceProcess) -> None:
     assert service.client.get("/health/live").json() == {"status": "alive"}
     ready = service.client.get("/health/ready").json()
     assert ready["status"] == "ready"
@@ -75,7 +69,7 @@ def test_live_and_ready(service: RunningService) -> None:
 
 
 def test_landmarks_follow_trainings_path_on_real_images(
-    service: RunningService, test_faces: list[Sample], reference: ort.InferenceSession
+    service: ServiceProcess, test_faces: list[Sample], reference: ort.InferenceSession
 ) -> None:
     for sample in test_faces:
         box = sample.detector_box.tolist()
@@ -95,7 +89,7 @@ def test_landmarks_follow_trainings_path_on_real_images(
 
 
 def test_json_base64_gives_the_multipart_answer(
-    service: RunningService, test_faces: list[Sample]
+    service: ServiceProcess, test_faces: list[Sample]
 ) -> None:
     sample = test_faces[1]
     data = sample.image_path.read_bytes()
@@ -110,7 +104,7 @@ def test_json_base64_gives_the_multipart_answer(
 
 
 def test_several_faces_in_one_request_keep_their_order(
-    service: RunningService, test_faces: list[Sample], reference: ort.InferenceSession
+    service: ServiceProcess, test_faces: list[Sample], reference: ort.InferenceSession
 ) -> None:
     sample = test_faces[2]
     gray = read_gray(sample.image_path)
@@ -126,7 +120,7 @@ def test_several_faces_in_one_request_keep_their_order(
 
 
 def test_without_boxes_the_papers_two_pass_procedure_runs(
-    service: RunningService, test_faces: list[Sample], reference: ort.InferenceSession
+    service: ServiceProcess, test_faces: list[Sample], reference: ort.InferenceSession
 ) -> None:
     sample = test_faces[0]
     gray = read_gray(sample.image_path)
@@ -146,7 +140,7 @@ def test_without_boxes_the_papers_two_pass_procedure_runs(
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_exif_rotated_photos_get_landmarks_in_the_displayed_orientation(
-    service: RunningService,
+    service: ServiceProcess,
     test_faces: list[Sample],
     reference: ort.InferenceSession,
     orientation: int,
@@ -191,7 +185,7 @@ def mode_variants(rgb: np.ndarray) -> dict[str, tuple[bytes, np.ndarray]]:
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "CMYK", "I;16", "I"])
 def test_grayscale_alpha_palette_cmyk_and_16_bit_images_are_handled(
-    service: RunningService,
+    service: ServiceProcess,
     test_faces: list[Sample],
     reference: ort.InferenceSession,
     mode: str,
@@ -204,7 +198,7 @@ def test_grayscale_alpha_palette_cmyk_and_16_bit_images_are_handled(
     assert np.abs(landmarks_of(response) - expected).max() < TOLERANCE_PX
 
 
-def scrape(service: RunningService) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(service: ServiceProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = service.client.get("/metrics").text
     samples = {}
     for family in text_string_to_metric_families(text):
@@ -213,7 +207,7 @@ def scrape(service: RunningService) -> dict[tuple[str, tuple[tuple[str, str], ..
     return samples
 
 
-def test_metrics_move_as_requests_come(service: RunningService, test_faces: list[Sample]) -> None:
+def test_metrics_move_as_requests_come(service: ServiceProcess, test_faces: list[Sample]) -> None:
     sample = test_faces[0]
     data = sample.image_path.read_bytes()
     box = sample.detector_box.tolist()
@@ -248,7 +242,7 @@ def test_metrics_move_as_requests_come(service: RunningService, test_faces: list
     assert after[("dan_requests_in_flight", ())] == 1  # the scrape itself
 
 
-def test_openapi_documents_both_request_forms_and_every_error(service: RunningService) -> None:
+def test_openapi_documents_both_request_forms_and_every_error(service: ServiceProcess) -> None:
     schema = service.client.get("/openapi.json").json()
     align = schema["paths"]["/align"]["post"]
     content = align["requestBody"]["content"]

@@ -4,7 +4,8 @@ Detected faces come best score first (at most DAN_MAX_FACES), each with
 ``box_source`` = ``detector`` and its box mapped to the model's convention; the
 landmarks are those of training's path from that box; an image without a face
 gets 200 with an empty ``faces`` list; detection time shows in the answer and
-in ``/metrics``.
+in ``/metrics``. Finding faces needs real photos (``real_test_faces``: skipped
+without the 300-W data); the rest runs on synthetic faces too.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import onnxruntime as ort
 import pytest
 from group_photo import group_photo
 from PIL import Image
-from service_support import RunningService, reference_landmarks, reference_session, serving
+from service_support import reference_landmarks, reference_session, serving
 
+from bench.serving import ServiceProcess
 from service.detectors.calibration import box_iou
 from service.detectors.centerface import CenterFace
 from training.dataset import Sample, read_gray
 
+pytestmark = pytest.mark.process
 TOLERANCE_PX = 0.01
 MAX_FACES = 2
 THRESHOLD = 0.5
@@ -35,7 +38,7 @@ THRESHOLD = 0.5
 @pytest.fixture(scope="module")
 def detecting_service(
     tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningService]:
+) -> Iterator[ServiceProcess]:
     with serving(
         tmp_path_factory.mktemp("detecting-service"),
         model_path=tiny_model,
@@ -63,7 +66,7 @@ def png(gray: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def align(service: RunningService, data: bytes, boxes: Any = None) -> dict[str, Any]:
+def align(service: ServiceProcess, data: bytes, boxes: Any = None) -> dict[str, Any]:
     fields = {} if boxes is None else {"boxes": json.dumps(boxes)}
     response = service.client.post("/align", files={"image": ("face.png", data)}, data=fields)
     assert response.status_code == 200, response.text
@@ -72,12 +75,12 @@ def align(service: RunningService, data: bytes, boxes: Any = None) -> dict[str, 
 
 
 def test_a_photo_without_boxes_gets_the_detected_face(
-    detecting_service: RunningService,
+    detecting_service: ServiceProcess,
     centerface: CenterFace,
     reference: ort.InferenceSession,
-    test_faces: list[Sample],
+    real_test_faces: list[Sample],
 ) -> None:
-    for sample in test_faces[:3]:
+    for sample in real_test_faces[:3]:
         gray = read_gray(sample.image_path)
         (face,) = align(detecting_service, sample.image_path.read_bytes())["faces"]
         best = centerface.detect(gray).faces[0]
@@ -95,9 +98,9 @@ def test_a_photo_without_boxes_gets_the_detected_face(
 
 
 def test_a_group_photo_gives_the_best_faces_first_up_to_max_faces(
-    detecting_service: RunningService, centerface: CenterFace, test_faces: list[Sample]
+    detecting_service: ServiceProcess, centerface: CenterFace, real_test_faces: list[Sample]
 ) -> None:
-    photo = group_photo(test_faces[:3], [330, 250, 170])
+    photo = group_photo(real_test_faces[:3], [330, 250, 170])
     faces = align(detecting_service, png(photo.gray))["faces"]
     detected = centerface.detect(photo.gray).faces
     assert len(detected) == 3 > MAX_FACES == len(faces)
@@ -112,7 +115,7 @@ def test_a_group_photo_gives_the_best_faces_first_up_to_max_faces(
 
 @pytest.mark.parametrize("kind", ["blank", "noise"])
 def test_an_image_without_a_face_gets_an_empty_list(
-    detecting_service: RunningService, kind: str
+    detecting_service: ServiceProcess, kind: str
 ) -> None:
     gray = (
         np.full((480, 640), 128, dtype=np.uint8)
@@ -125,7 +128,7 @@ def test_an_image_without_a_face_gets_an_empty_list(
 
 
 def test_given_boxes_skip_the_detector(
-    detecting_service: RunningService, test_faces: list[Sample]
+    detecting_service: ServiceProcess, test_faces: list[Sample]
 ) -> None:
     sample = test_faces[0]
     box = sample.box("file").tolist()
@@ -134,7 +137,7 @@ def test_given_boxes_skip_the_detector(
     assert face["timings"]["detect_ms"] is None
 
 
-def detections_counted(service: RunningService) -> float:
+def detections_counted(service: ServiceProcess) -> float:
     for line in service.client.get("/metrics").text.splitlines():
         if line.startswith("dan_detection_duration_seconds_count"):
             return float(line.split()[-1])
@@ -142,7 +145,7 @@ def detections_counted(service: RunningService) -> float:
 
 
 def test_detection_time_is_in_the_metrics(
-    detecting_service: RunningService, test_faces: list[Sample]
+    detecting_service: ServiceProcess, test_faces: list[Sample]
 ) -> None:
     before = detections_counted(detecting_service)
     align(detecting_service, test_faces[0].image_path.read_bytes())
@@ -154,7 +157,7 @@ def test_detection_time_is_in_the_metrics(
     assert detections_counted(detecting_service) == before + 1
 
 
-def test_openapi_documents_the_detection_timing(detecting_service: RunningService) -> None:
+def test_openapi_documents_the_detection_timing(detecting_service: ServiceProcess) -> None:
     schema = httpx.get(f"{detecting_service.url}/openapi.json").json()
     timings = schema["components"]["schemas"]["FaceTimings"]["properties"]
     assert "detect_ms" in timings

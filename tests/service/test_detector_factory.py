@@ -71,11 +71,11 @@ class RecordingCenterFace(CenterFace):
 
 
 def test_the_strategy_hands_on_the_detectors_own_seconds_and_mapped_boxes(
-    test_faces: list[Sample],
+    real_test_faces: list[Sample],
 ) -> None:
     detector = RecordingCenterFace(threshold=0.5, threads=1)
     strategy = DetectorBoxes(detector, max_faces=3, min_score=0.5)
-    proposals, seconds = strategy.propose_timed(read_gray(test_faces[0].image_path))
+    proposals, seconds = strategy.propose_timed(read_gray(real_test_faces[0].image_path))
     assert detector.last is not None and detector.last.seconds > 0
     assert seconds == detector.last.seconds  # the detector's number, not a second clock
     (face,) = proposals

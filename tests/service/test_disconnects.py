@@ -25,8 +25,9 @@ from raw_http import (
     until,
     until_metric,
 )
-from service_support import RunningService, serving
+from service_support import ServiceProcess, serving
 
+pytestmark = pytest.mark.process
 BOX = [40.0, 40.0, 120.0, 120.0]
 
 
@@ -38,7 +39,7 @@ def face_png() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def patient(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+def patient(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """A server whose lone face waits a whole second for its batch to fill."""
     with serving(
         tmp_path_factory.mktemp("disconnects"),
@@ -55,7 +56,7 @@ def client_closed_lines(log: str) -> list[str]:
 
 
 def test_a_client_gone_mid_upload_is_499_client_closed_logged_once_at_info(
-    patient: RunningService,
+    patient: ServiceProcess,
 ) -> None:
     before = metric(patient.client, "dan_errors_total", reason="client_closed")
     lines_before = len(client_closed_lines(patient.log()))
@@ -74,7 +75,7 @@ def test_a_client_gone_mid_upload_is_499_client_closed_logged_once_at_info(
     assert "Traceback" not in log and " ERROR " not in log, log
 
 
-def test_a_client_gone_while_its_face_waits_stops_the_work(patient: RunningService) -> None:
+def test_a_client_gone_while_its_face_waits_stops_the_work(patient: ServiceProcess) -> None:
     client = patient.client
     batches = metric(client, "dan_batch_size_count")
     faces = metric(client, "dan_faces_aligned_total")

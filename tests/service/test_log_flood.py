@@ -30,6 +30,7 @@ from service_support import serving
 
 from service.log_limit import DEFAULT_BURST
 
+pytestmark = pytest.mark.process
 BOX = [40.0, 40.0, 120.0, 120.0]
 
 
