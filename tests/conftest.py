@@ -31,11 +31,21 @@ REAL_FACES_NEEDED = (
 )
 
 
+# Shared fixtures that start a real service process: a test using one is a process test too.
+PROCESS_FIXTURES = frozenset({"service", "container_service"})
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "process: starts real service processes (scripts/stress_process_tests.sh runs these)",
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.process)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -17,7 +17,7 @@ import asyncio
 import io
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,8 @@ from fastapi import FastAPI
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import WAIT_S
+from waiting import until as until  # re-exported: the tests of the app wait with it
 
 from model.arrays import FloatArray, GrayImage
 from service.app import ServiceState, create_app
@@ -37,7 +39,6 @@ from service.config import Settings
 from service.engine import Engine
 from service.initialisation import FaceProposal, Initialiser, WholeImage
 
-WAIT_S = 20.0  # the longest a test waits for something it expects to happen
 BASE_URL = "http://dan-align.test"
 # The in-process app's settings unless a test says otherwise.
 DEFAULTS: dict[str, Any] = {
@@ -210,14 +211,6 @@ class Served:
             assert not self.stopped.is_set(), f"the service stopped itself: {self.state.fatal}"
             assert time.monotonic() < end, "the service never became ready"
             await asyncio.sleep(0.001)
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    """Wait (yielding to the event loop) until ``condition`` holds; fail after ``WAIT_S``."""
-    end = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < end, f"never saw {what}"
-        await asyncio.sleep(0.001)
 
 
 @asynccontextmanager

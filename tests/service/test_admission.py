@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import pytest
+from waiting import until
 
 from service.admission import Admission, Limits, Ticket
 from service.batching import Batcher, Completed, ExpiredError
@@ -54,13 +55,6 @@ class Gated:
     def hold(self) -> None:
         self.entered.clear()
         self.gate.clear()
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    end = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < end, f"never saw {what}"
-        await asyncio.sleep(0.001)
 
 
 def scenario(

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import pytest
+from waiting import until
 
 from service.batching import (
     Batcher,
@@ -71,17 +72,27 @@ class Doubler:
 
 
 class Observer:
+    """Records what the batcher reports of each batch (an assertion here would be swallowed:
+    the worker outlives any error of its observer, so the tests check ``calls``)."""
+
     def __init__(self, fail_first: bool = False) -> None:
         self.calls: list[tuple[int, int]] = []  # (size, failed)
+        self.reports: list[tuple[int, int, float]] = []  # (size, queue waits given, inference s)
         self.fail_first = fail_first
 
     def batch_done(
         self, size: int, queue_waits: Sequence[float], inference_s: float, failed: int
     ) -> None:
         self.calls.append((size, failed))
-        assert len(queue_waits) == size and inference_s >= 0
+        self.reports.append((size, len(queue_waits), inference_s))
         if self.fail_first and len(self.calls) == 1:
             raise RuntimeError("the observer fell over")
+
+    def check_reports(self) -> None:
+        """One queue wait per input of each batch, and a run time that is not negative."""
+        assert self.reports and all(
+            waits == size and inference_s >= 0 for size, waits, inference_s in self.reports
+        ), self.reports
 
 
 def make(
@@ -97,14 +108,6 @@ def make(
         max_wait_s=settings["max_wait_s"],
         observer=observer,
     )
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    """Wait (yielding to the loop) until ``condition`` holds; fail after ``WAIT_S``."""
-    end = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < end, f"never saw {what}"
-        await asyncio.sleep(0.001)
 
 
 async def one(batcher: Batcher[int, int], value: int) -> Completed[int]:
@@ -131,7 +134,9 @@ def test_concurrent_submissions_coalesce_into_batches_no_larger_than_the_maximum
 
 
 def test_a_lone_request_waits_the_maximum_wait_and_no_longer() -> None:
-    max_wait = 0.08
+    # The batch runs when the wait is over, not before; "no longer" is checked with room for a
+    # busy machine (the timer and the worker thread may start late): less than twice the wait.
+    max_wait = 0.25
 
     async def main() -> tuple[Completed[int], float]:
         batcher = make(Doubler(), max_batch_size=8, max_wait_s=max_wait)
@@ -146,8 +151,8 @@ def test_a_lone_request_waits_the_maximum_wait_and_no_longer() -> None:
     assert result.value == 42
     assert result.batch_size == 1
     # Not early (the batch was not full), and not much later than the maximum wait.
-    assert max_wait - 0.002 <= result.queue_wait_s <= max_wait + 0.05
-    assert elapsed <= max_wait + 0.08
+    assert max_wait - 0.002 <= result.queue_wait_s < 2 * max_wait
+    assert elapsed < 2 * max_wait
 
 
 def test_a_full_batch_runs_without_waiting() -> None:
@@ -191,6 +196,7 @@ def test_a_raising_batch_fails_every_input_in_it_and_the_worker_survives() -> No
         after = await batcher.run_many([5, 6, 7])
         await batcher.stop()
         assert observer.calls == [(3, 3), (3, 0)]
+        observer.check_reports()
         return list(outcomes), after[0], infer
 
     outcomes, after, infer = asyncio.run(main())
@@ -221,6 +227,7 @@ def test_an_input_the_batch_function_refuses_fails_alone_and_its_batch_is_answer
     assert str(refused) == "13 is not doubled (a failure of this input alone, in a batch of 3)"
     assert isinstance(refused.__cause__, ValueError)
     assert observer.calls == [(3, 1)]
+    observer.check_reports()
 
 
 def test_a_batch_function_returning_the_wrong_count_fails_its_batch() -> None:
