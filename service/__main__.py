@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from service.app import create_app
 from service.config import Settings, describe_errors
+from service.http_server import server_config
 from service.log_limit import RateLimitFilter
 
 log = logging.getLogger("service")
@@ -43,17 +44,7 @@ def main() -> int:
     # a few per minute and kind are enough.
     logging.getLogger("uvicorn.error").addFilter(RateLimitFilter())
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # the root logger set up above
-        access_log=settings.access_log,
-        lifespan="on",
-        timeout_graceful_shutdown=settings.shutdown_timeout_s,
-        server_header=False,
-    )
+    config = server_config(app, settings)
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGTERM / SIGINT, then re-raises the signal to the handler
     # that was there before it: this one, so that the exit status says how the shutdown went.

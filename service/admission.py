@@ -1,7 +1,9 @@
 """Admission: the one component that decides whether the service takes a request, and its deadline.
 
-At the door, before a request's body is read, it is admitted or refused at once
-(503 with Retry-After), for one of these reasons:
+At the door, before a request's body is read, it is refused at once (503 with
+Retry-After, ``check_door``) if it would be refused now; once its body is in (read
+by the HTTP layer within DAN_BODY_TIMEOUT_MS), it is admitted (``enter``: only then
+does it count as pending and its deadline start) or refused, for one of these reasons:
 
 - ``shutting_down``: the service is stopping;
 - ``not_ready``: the model is still loading or warming up;
@@ -214,7 +216,16 @@ class Admission(Generic[In, Out]):
             )
 
     def enter(self) -> Ticket:
-        """Admit a request at the door, or refuse it (``ServiceError``, all 503)."""
+        """Admit a request whose body is in, or refuse it (``ServiceError``, all 503)."""
+        self.check_door()
+        ticket = Ticket(asyncio.get_running_loop().time() + self.limits.request_deadline_s)
+        self.pending += 1
+        self.preparing += 1
+        return ticket
+
+    def check_door(self) -> None:
+        """Refuse a request at once if it would be refused now (before its body is read: a
+        refusal costs nothing); it takes no place until ``enter``."""
         if self._closing:
             raise ShuttingDownError("the service is shutting down and takes no new requests")
         if self._batcher is None:
@@ -226,10 +237,6 @@ class Admission(Generic[In, Out]):
                 "(DAN_MAX_PENDING_REQUESTS); retry later"
             )
         self._refuse_if_too_long("")
-        ticket = Ticket(asyncio.get_running_loop().time() + limits.request_deadline_s)
-        self.pending += 1
-        self.preparing += 1
-        return ticket
 
     def leave(self, ticket: Ticket) -> None:
         """The request is finished (answered or failed)."""

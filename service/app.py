@@ -43,6 +43,7 @@ from service.config import DEFAULT_MAX_BATCH_CPU, DEFAULT_MAX_BATCH_GPU, Setting
 from service.detectors import factory as detectors
 from service.engine import Engine, Warmup
 from service.errors import (
+    CLOSE_CONNECTION_STATUSES,
     RETRY_LATER_STATUSES,
     UNSENT_STATUSES,
     BodyTooLargeError,
@@ -309,16 +310,28 @@ def _add_routes(app: FastAPI) -> None:
             "Send the image as multipart/form-data (file field `image`, optional text field "
             "`boxes`) or as JSON (`image` in base64, optional `boxes`). Faces from concurrent "
             "requests are batched; a full queue (queue_full) or too long a wait for inference "
-            "(queue_wait_too_long) answers 503 with Retry-After at once; a request not answered "
-            "within DAN_REQUEST_DEADLINE_MS gets 504."
+            "(queue_wait_too_long) answers 503 with Retry-After at once; a body that does not "
+            "arrive within DAN_BODY_TIMEOUT_MS gets 408; a request not answered within "
+            "DAN_REQUEST_DEADLINE_MS of its body's arrival gets 504."
         ),
     )
     async def align(request: Request) -> AlignResponse:
         state = _service(request)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        async with state.admission.admit() as ticket:  # before the body: a refusal costs nothing
-            alignment = await _align(request, state, ticket)
+        state.admission.check_door()  # before the body: a refusal costs nothing
+        media = uploads.media_type(request.headers)
+        body = await uploads.read_body(
+            request,
+            uploads.body_limit(media, state.settings.max_image_bytes),
+            state.settings.body_timeout_ms / 1000.0,
+        )
+        # Only a request whose body is in takes a place (a slow upload takes none).
+        async with state.admission.admit() as ticket:
+            alignment = await _unless_disconnected(
+                request, _parse_and_align(request, state, ticket, media, body)
+            )
+        del body
         assert state.engine is not None
         state.metrics.faces.inc(len(alignment.faces))
         state.metrics.decode_duration.observe(alignment.decode_s)
@@ -367,16 +380,6 @@ def _add_routes(app: FastAPI) -> None:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _align(request: Request, state: ServiceState, ticket: Ticket) -> Alignment:
-    settings = state.settings
-    assert state.aligner is not None
-    media = uploads.media_type(request.headers)
-    body = await uploads.read_body(request, uploads.body_limit(media, settings.max_image_bytes))
-    return await _unless_disconnected(
-        request, _parse_and_align(request, state, ticket, media, body)
-    )
-
-
 async def _parse_and_align(
     request: Request, state: ServiceState, ticket: Ticket, media: str, body: bytes
 ) -> Alignment:
@@ -398,15 +401,17 @@ async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, Align
     as the client disconnects: the work is cancelled, its faces withdrawn from the queue."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_disconnected(request))
+    gone = False
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        gone = not task.done()
     finally:
         if not task.done():  # the client has gone (or this request was cancelled)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
-    if task.cancelled():
+    if gone:
         raise ClientClosedError("the client closed the connection before its answer")
     return task.result()
 
@@ -470,6 +475,8 @@ class ErrorAnswers:
         headers = dict(headers or {})
         if status in RETRY_LATER_STATUSES:
             headers["Retry-After"] = str(self.state.settings.retry_after_s)
+        if status in CLOSE_CONNECTION_STATUSES:
+            headers["Connection"] = "close"
         if not logged:
             self.log(log_level(error), method, path, status, error)
         body = ErrorResponse(error=error.reason, detail=error.message)

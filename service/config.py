@@ -148,6 +148,37 @@ class Settings(BaseSettings):
     shutdown_timeout_s: int = Field(
         default=30, ge=0, le=3600, description="longest wait for requests in flight on SIGTERM"
     )
+    # HTTP server: slow and idle clients.
+    body_timeout_ms: float = Field(
+        default=10_000.0,
+        gt=0.0,
+        le=600_000.0,
+        description="longest an /align request's body may take to arrive after its headers; "
+        "beyond, 408 body_timeout and the connection is closed. A request counts against "
+        "DAN_MAX_PENDING_REQUESTS (and its deadline starts) only once its body is in",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=3600.0,
+        description="a connection whose request headers are not complete this long after it "
+        "opened (or after its previous answer) is closed, however slowly bytes trickle in",
+    )
+    keep_alive_s: int = Field(
+        default=5,
+        ge=1,
+        le=3600,
+        description="an idle connection is closed this long after its last answer; at most "
+        "DAN_HEADER_TIMEOUT_S",
+    )
+    max_connections: int = Field(
+        default=512,
+        ge=2,
+        le=100_000,
+        description="open connections (and requests in progress) at most; beyond, the HTTP server "
+        "answers 503 at once. More than DAN_MAX_PENDING_REQUESTS; bounds the memory of bodies "
+        "being read (this x the largest body)",
+    )
     # HTTP server.
     host: str = Field(default="127.0.0.1", min_length=1, description="address to listen on")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on")
@@ -181,6 +212,18 @@ class Settings(BaseSettings):
                 f"DAN_MAX_QUEUE_WAIT_MS ({self.max_queue_wait_ms:g}) must be at most "
                 f"DAN_REQUEST_DEADLINE_MS ({self.request_deadline_ms:g}): a face allowed to wait "
                 "longer than the deadline would be answered 504 instead of 503"
+            )
+        if self.keep_alive_s > self.header_timeout_s:
+            raise ValueError(
+                f"DAN_KEEP_ALIVE_S ({self.keep_alive_s}) must be at most DAN_HEADER_TIMEOUT_S "
+                f"({self.header_timeout_s:g}): an idle connection waits for its next request's "
+                "headers"
+            )
+        if self.max_connections <= self.max_pending_requests:
+            raise ValueError(
+                f"DAN_MAX_CONNECTIONS ({self.max_connections}) must be more than "
+                f"DAN_MAX_PENDING_REQUESTS ({self.max_pending_requests}): every request in "
+                "progress holds a connection, and health checks need one too"
             )
         if self.gpu_fp16 and self.provider != "tensorrt":
             raise ValueError(

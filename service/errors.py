@@ -59,6 +59,11 @@ class MalformedBodyError(ServiceError):
     reason = "malformed_body"
 
 
+# 408: the body did not arrive in time (DAN_BODY_TIMEOUT_MS).
+class BodyTimeoutError(ServiceError):
+    reason = "body_timeout"
+
+
 # 413: too big.
 class BodyTooLargeError(ServiceError):
     reason = "body_too_large"
@@ -154,6 +159,7 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     CorruptImageError: 400,
     MalformedBodyError: 400,
     NotFoundError: 404,
+    BodyTimeoutError: 408,
     MethodNotAllowedError: 405,
     BodyTooLargeError: 413,
     ImageTooLargeError: 413,
@@ -176,6 +182,9 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
 
 # Answers with these statuses carry a Retry-After header.
 RETRY_LATER_STATUSES = frozenset({503})
+# Answers sent before the request's body was read to its end: the connection is closed after
+# them (Connection: close), so a client cannot go on holding it with the rest of the body.
+CLOSE_CONNECTION_STATUSES = frozenset({408, 413})
 # Statuses no client reads (it has gone): left out of the OpenAPI document.
 UNSENT_STATUSES = frozenset({499})
 

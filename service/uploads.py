@@ -7,6 +7,7 @@ parsed into the encoded image and the optional boxes. Anything else gets a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import AsyncGenerator, Mapping
@@ -19,6 +20,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
 from service.errors import (
+    BodyTimeoutError,
     BodyTooLargeError,
     ClientClosedError,
     EmptyImageError,
@@ -62,8 +64,10 @@ def body_limit(media: str, max_image_bytes: int) -> int:
     return encoded + FIELD_ALLOWANCE_BYTES
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, or ``BodyTooLargeError`` as soon as it passes ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The whole body, or ``BodyTooLargeError`` as soon as it passes ``limit`` bytes,
+    ``BodyTimeoutError`` if it has not all come within ``timeout_s``, ``ClientClosedError`` if
+    the client goes away."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise BodyTooLargeError(
@@ -73,11 +77,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLargeError(f"the request body passed the limit of {limit} bytes")
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLargeError(f"the request body passed the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        expected = f" of {declared}" if declared.isdigit() else ""
+        raise BodyTimeoutError(
+            f"the request body did not arrive within {timeout_s * 1000:g} ms "
+            f"(DAN_BODY_TIMEOUT_MS): {size}{expected} bytes came"
+        ) from None
     except ClientDisconnect:
         raise ClientClosedError(
             f"the client closed the connection after {size} bytes of the request body"

@@ -5,8 +5,8 @@ held at a gate while a test fills the queue, and a face finder held while a
 request is being prepared (see ``app_harness``). A full queue (``queue_full``)
 and too long a wait ahead (``queue_wait_too_long``) are different reasons in
 the answer and in ``dan_errors_total{reason}``; too many requests in progress
-get ``overloaded``; uploads that stall past the deadline get 504. Each state a
-refusal needs is held (a gate, a stalled upload) while the test looks, never
+get ``overloaded``; uploads that stall past the body timeout get 408 and take no
+place. Each state a refusal needs is held (a gate, a stalled upload) while the test looks, never
 reached by racing a timer.
 """
 
@@ -113,14 +113,18 @@ def stalled_post(served: Served, resume: asyncio.Event) -> asyncio.Future[httpx.
 
 
 def test_too_many_requests_in_progress_get_503_overloaded_at_once(tiny_model: Path) -> None:
-    # The requests in progress stall until the test lets them go (no deadline in reach), so
-    # the third request meets two in progress however slow the machine.
-    settings = settings_for(tiny_model, max_pending_requests=2, request_deadline_ms=600_000)
-    resume = asyncio.Event()
+    # The requests in progress are held in the engine until the test lets them go (no deadline
+    # in reach), so the third request meets two in progress however slow the machine. (A
+    # request counts as in progress only once its body is in: see the next test.)
+    settings = settings_for(
+        tiny_model, max_pending_requests=2, request_deadline_ms=600_000, max_batch_size=1
+    )
+    engine = ControlledEngine(settings)
 
     async def main() -> None:
-        async with serve(settings, ControlledEngine(settings)) as served:
-            stalled = [stalled_post(served, resume) for _ in range(2)]
+        async with serve(settings, engine) as served:
+            engine.hold()
+            held = [asyncio.ensure_future(post(served)) for _ in range(2)]
             admission = served.state.admission
             await until(lambda: admission.pending == 2, "two requests in progress")
             detail = assert_retry_later(await post(served), "overloaded")
@@ -128,9 +132,9 @@ def test_too_many_requests_in_progress_get_503_overloaded_at_once(tiny_model: Pa
                 "2 requests are in progress, the most this service takes "
                 "(DAN_MAX_PENDING_REQUESTS); retry later"
             )
-            resume.set()
-            for answer in await asyncio.gather(*stalled):
-                assert answer.json()["error"] == "empty_image", answer.text
+            engine.release()
+            for answer in await asyncio.gather(*held):
+                assert_faces(answer, 1)
             assert admission.pending == 0
             assert_faces(await post(served), 1)  # room again
             assert await served.metric("dan_errors_total", reason="overloaded") == 1
@@ -138,22 +142,28 @@ def test_too_many_requests_in_progress_get_503_overloaded_at_once(tiny_model: Pa
     asyncio.run(main())
 
 
-def test_a_request_stalled_past_its_deadline_gets_504_and_frees_its_place(
+def test_an_upload_stalled_past_the_body_timeout_gets_408_and_takes_no_place(
     tiny_model: Path,
 ) -> None:
-    settings = settings_for(tiny_model, request_deadline_ms=300, max_queue_wait_ms=300)
-    never = asyncio.Event()  # the rest of the body never comes: only the deadline ends it
+    # Long enough to look at the stalled upload before its timeout, on a loaded machine too.
+    settings = settings_for(tiny_model, body_timeout_ms=2000, max_pending_requests=1)
+    never = asyncio.Event()  # the rest of the body never comes: only the body timeout ends it
 
     async def main() -> None:
         async with serve(settings, ControlledEngine(settings)) as served:
-            answer = await stalled_post(served, never)
-            assert answer.status_code == 504, answer.text
+            stalled = stalled_post(served, never)
+            await served.until_metric("dan_requests_in_flight", 2)  # it, and this scrape
+            assert served.state.admission.pending == 0  # in progress, but no place taken
+            answer = await stalled
+            assert answer.status_code == 408, answer.text
             assert answer.json() == {
-                "error": "deadline_exceeded",
-                "detail": "no answer within the deadline of 300 ms",
+                "error": "body_timeout",
+                "detail": "the request body did not arrive within 2000 ms (DAN_BODY_TIMEOUT_MS): "
+                "11 bytes came",
             }
+            assert answer.headers["connection"] == "close"
             assert served.state.admission.pending == 0
             assert_faces(await post(served), 1)
-            assert await served.metric("dan_errors_total", reason="deadline_exceeded") == 1
+            assert await served.metric("dan_errors_total", reason="body_timeout") == 1
 
     asyncio.run(main())

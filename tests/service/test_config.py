@@ -144,3 +144,29 @@ def test_bad_detector_settings_are_refused_naming_the_variable(
     monkeypatch.setenv("DAN_MODEL_PATH", str(model_file))
     monkeypatch.setenv(variable, value)
     assert message in refusal()
+
+
+def test_slow_client_bounds_come_from_dan_variables_and_must_agree(
+    monkeypatch: pytest.MonkeyPatch, model_file: Path
+) -> None:
+    monkeypatch.setenv("DAN_MODEL_PATH", str(model_file))
+    defaults = Settings()
+    assert (defaults.body_timeout_ms, defaults.header_timeout_s) == (10_000.0, 10.0)
+    assert (defaults.keep_alive_s, defaults.max_connections) == (5, 512)
+    monkeypatch.setenv("DAN_BODY_TIMEOUT_MS", "2500")
+    monkeypatch.setenv("DAN_HEADER_TIMEOUT_S", "4")
+    monkeypatch.setenv("DAN_KEEP_ALIVE_S", "3")
+    monkeypatch.setenv("DAN_MAX_CONNECTIONS", "300")
+    settings = Settings()
+    assert (settings.body_timeout_ms, settings.header_timeout_s) == (2500.0, 4.0)
+    assert (settings.keep_alive_s, settings.max_connections) == (3, 300)
+    monkeypatch.setenv("DAN_KEEP_ALIVE_S", "5")
+    assert "DAN_KEEP_ALIVE_S (5) must be at most DAN_HEADER_TIMEOUT_S (4)" in refusal()
+    monkeypatch.setenv("DAN_KEEP_ALIVE_S", "3")
+    monkeypatch.setenv("DAN_MAX_CONNECTIONS", "128")
+    assert "DAN_MAX_CONNECTIONS (128) must be more than DAN_MAX_PENDING_REQUESTS (128)" in (
+        refusal()
+    )
+    monkeypatch.setenv("DAN_MAX_CONNECTIONS", "300")
+    monkeypatch.setenv("DAN_BODY_TIMEOUT_MS", "0")
+    assert "DAN_BODY_TIMEOUT_MS" in refusal()
