@@ -79,7 +79,9 @@ def test_trickling_uploads_take_no_place_and_get_408(guarded: Any) -> None:
     slow = [connect(guarded.port) for _ in range(6)]  # three times DAN_MAX_PENDING_REQUESTS
     try:
         for sock in slow:
-            sock.sendall(request_head("POST", "/align", {"Content-Type": MULTIPART_TYPE}, len(body)))
+            sock.sendall(
+                request_head("POST", "/align", {"Content-Type": MULTIPART_TYPE}, len(body))
+            )
             sock.sendall(body[:100])  # and nothing more
         until_metric(guarded.client, "dan_requests_in_flight", len(slow) + 1)  # + this scrape
         started = time.monotonic()
