@@ -8,8 +8,8 @@ Two data roots, so that a test says what it needs:
   detector's calibration (``real_test_faces`` too).
 - ``any_data_root``: the real folder when it is there, else the small synthetic tree of
   ``synthetic_300w`` (drawn faces, the official layout) written once per session. For code
-  paths: loading, cropping, decoding, serving, benchmarks (``test_faces``, ``mean_shape`` and
-  ``tiny_model`` build on it, so they exist on any machine).
+  paths: loading, cropping, decoding, serving, benchmarks, training steps (``test_faces``,
+  ``mean_shape``, ``tiny_model`` and ``mini_300w`` build on it, so they exist on any machine).
 
 ``pytest --data-root=/nowhere`` runs the suite as a machine without the data does.
 """
@@ -135,14 +135,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, mean_shape: np.ndarray)
 
 
 @pytest.fixture
-def mini_300w(data_root: Path, tmp_path: Path) -> Path:
-    """A 300-W tree of symbolic links to a dozen real training and three common-test images."""
+def mini_300w(any_data_root: Path, tmp_path: Path) -> Path:
+    """A 300-W tree of symbolic links to a dozen training and three common-test images (real,
+    or the synthetic ones without the data: the training code paths, not its accuracy)."""
     folder = tmp_path / "300w"
     for subset, count in (("afw", 6), ("lfpw/trainset", 6), ("lfpw/testset", 3)):
         (folder / subset).mkdir(parents=True)
-        for pts in sorted((data_root / subset).glob("*.pts"))[:count]:
+        for pts in sorted((any_data_root / subset).glob("*.pts"))[:count]:
             for f in (pts, pts.with_suffix(".jpg"), pts.with_suffix(".png")):
                 if f.exists():
                     (folder / subset / f.name).symlink_to(f)
-    (folder / "boxes.csv").symlink_to(data_root / "boxes.csv")
+    (folder / "boxes.csv").symlink_to(any_data_root / "boxes.csv")
     return folder

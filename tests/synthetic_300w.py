@@ -32,7 +32,8 @@ from model.landmarks import (
     RIGHT_EYE,
 )
 
-# Images per folder (relative to the root): the basic subsets of training and common test.
+# Images per folder (relative to the root): the basic subsets of training and common test;
+# enough for the conftest's test_faces (3 + 2 common-test faces) and mini_300w (6, 6 and 3).
 FOLDERS: dict[str, tuple[str, ...]] = {
     "afw": tuple(f"{1000000001 + i}_1" for i in range(6)),
     "lfpw/trainset": tuple(f"image_{i:04d}" for i in range(1, 7)),
