@@ -38,12 +38,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from model.arrays import FloatArray, GrayImage
 from service import imaging, uploads
 from service.admission import Admission, Limits, Ticket
+from service.auth import ApiKeyMiddleware, ApiKeys, Guard
 from service.batching import Batcher, BatchingError
 from service.config import DEFAULT_MAX_BATCH_CPU, DEFAULT_MAX_BATCH_GPU, Settings
 from service.detectors import factory as detectors
 from service.engine import Engine, Warmup
 from service.errors import (
-    CLOSE_CONNECTION_STATUSES,
     RETRY_LATER_STATUSES,
     UNSENT_STATUSES,
     BodyTooLargeError,
@@ -60,6 +60,7 @@ from service.errors import (
     log_level,
     reasons_by_status,
 )
+from service.http_server import CloseUnreadBodies
 from service.imaging import ImageLimits
 from service.initialisation import Initialiser
 from service.log_limit import LogLimiter
@@ -139,6 +140,10 @@ def create_app(
         summary="68 facial landmarks (iBUG scheme) with the Deep Alignment Network",
         version="1",
         lifespan=_lifespan,
+        # DAN_DOCS=false: no /docs, /redoc or /openapi.json (404).
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
+        openapi_url="/openapi.json" if settings.docs else None,
         # No redirect to the path with(out) a trailing slash: its Location would be built from
         # the client's Host header. Such a path is 404.
         redirect_slashes=False,
@@ -147,12 +152,18 @@ def create_app(
     answers = ErrorAnswers(state)
     _add_routes(app)
     _add_error_handlers(app, answers)
+    guards = [
+        Guard(ALIGN, ApiKeys(settings.align_keys), f"POST {ALIGN}"),
+        Guard(METRICS, ApiKeys(settings.metrics_keys), f"GET {METRICS}"),
+    ]
+    app.add_middleware(ApiKeyMiddleware, guards=guards, answer=answers.response)
     app.add_middleware(UnexpectedErrorMiddleware, answers=answers)  # inside the metrics
     app.add_middleware(
         RequestMetricsMiddleware,
         metrics=metrics,
         routes={ALIGN, LIVE, READY, METRICS, "/docs", "/openapi.json"},
     )
+    app.add_middleware(CloseUnreadBodies)  # outermost: sees every answer
     return app
 
 
@@ -373,7 +384,14 @@ def _add_routes(app: FastAPI) -> None:
         METRICS,
         summary="Prometheus metrics (text format)",
         response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+            401: {
+                "model": ErrorResponse,
+                "description": "error: unauthorized (DAN_METRICS_API_KEYS is set and no valid "
+                "key was sent)",
+            },
+        },
     )
     async def metrics(request: Request) -> Response:
         registry = _service(request).metrics.registry
@@ -475,8 +493,6 @@ class ErrorAnswers:
         headers = dict(headers or {})
         if status in RETRY_LATER_STATUSES:
             headers["Retry-After"] = str(self.state.settings.retry_after_s)
-        if status in CLOSE_CONNECTION_STATUSES:
-            headers["Connection"] = "close"
         if not logged:
             self.log(log_level(error), method, path, status, error)
         body = ErrorResponse(error=error.reason, detail=error.message)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "DAN_"
@@ -23,6 +23,10 @@ Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
 DetectorName = Literal["centerface", "none"]
 DetectorInit = Literal["box", "keypoints"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+# Settings whose values are never shown in a message (API keys).
+SECRET_SETTINGS = frozenset({"api_keys", "metrics_api_keys"})
+MIN_API_KEY_LENGTH = 16
 
 # Default largest batch per kind of device: a 2-core CPU gains nothing beyond a few faces per
 # run, a GPU keeps gaining up to a few dozen.
@@ -179,6 +183,31 @@ class Settings(BaseSettings):
         "answers 503 at once. More than DAN_MAX_PENDING_REQUESTS; bounds the memory of bodies "
         "being read (this x the largest body)",
     )
+    # Access control.
+    api_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="keys that POST /align (and every /align/... route) requires, comma-separated; "
+        "sent as 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (401 without a valid one). "
+        "Empty, with no DAN_API_KEYS_FILE: /align is open",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="a file of /align keys, one per line ('#' starts a comment), added to "
+        "DAN_API_KEYS: the way to pass them as a secret (compose, Kubernetes)",
+    )
+    metrics_api_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="keys that GET /metrics requires, comma-separated, as for DAN_API_KEYS. "
+        "Empty, with no DAN_METRICS_API_KEYS_FILE: /metrics is open",
+    )
+    metrics_api_keys_file: Path | None = Field(
+        default=None, description="a file of /metrics keys, one per line, as DAN_API_KEYS_FILE"
+    )
+    docs: bool = Field(
+        default=True,
+        description="serve the API documentation (/docs, /redoc) and its schema "
+        "(/openapi.json); false: all three answer 404",
+    )
     # HTTP server.
     host: str = Field(default="127.0.0.1", min_length=1, description="address to listen on")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on")
@@ -188,6 +217,19 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         default=False, description="one log line per request (uvicorn access log)"
     )
+
+    _align_keys: frozenset[str] = PrivateAttr(default=frozenset())
+    _metrics_keys: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @field_validator("api_keys_file", "metrics_api_keys_file")
+    @classmethod
+    def _key_file_readable(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        path = value.expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"expected a file of API keys, one per line, but {path} is not a file")
+        return path
 
     @field_validator("model_path")
     @classmethod
@@ -230,6 +272,10 @@ class Settings(BaseSettings):
                 "DAN_GPU_FP16 needs DAN_PROVIDER=tensorrt (the CUDA provider runs the fp32 graph "
                 f"as it is), got DAN_PROVIDER={self.provider}"
             )
+        self._align_keys = _keys("DAN_API_KEYS", self.api_keys, self.api_keys_file)
+        self._metrics_keys = _keys(
+            "DAN_METRICS_API_KEYS", self.metrics_api_keys, self.metrics_api_keys_file
+        )
         known = {ENV_PREFIX + name.upper() for name in type(self).model_fields}
         unknown = sorted(
             k for k in os.environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known
@@ -251,6 +297,41 @@ class Settings(BaseSettings):
     def cpu_thread_count(self) -> int:
         return self.cpu_threads or os.cpu_count() or 1
 
+    @property
+    def align_keys(self) -> frozenset[str]:
+        """The keys /align requires (empty: open), from DAN_API_KEYS and DAN_API_KEYS_FILE."""
+        return self._align_keys
+
+    @property
+    def metrics_keys(self) -> frozenset[str]:
+        """The keys /metrics requires (empty: open)."""
+        return self._metrics_keys
+
+
+def _keys(variable: str, listed: SecretStr, file: Path | None) -> frozenset[str]:
+    """The keys of a comma-separated setting and its file (one a line, '#' comments), each
+    checked; a message never shows a key."""
+    keys = [k.strip() for k in listed.get_secret_value().split(",") if k.strip()]
+    where = [f"{variable}"] * len(keys)
+    if file is not None:
+        found = [
+            line.split("#", 1)[0].strip()
+            for line in file.read_text(encoding="utf-8", errors="replace").splitlines()
+        ]
+        found = [k for k in found if k]
+        if not found:
+            raise ValueError(f"{variable}_FILE: {file} holds no key (one per line expected)")
+        keys += found
+        where += [f"{variable}_FILE"] * len(found)
+    for number, (key, source) in enumerate(zip(keys, where, strict=True), start=1):
+        if len(key) < MIN_API_KEY_LENGTH or not all(33 <= ord(c) <= 126 for c in key):
+            raise ValueError(
+                f"{source}: key {number} must be at least {MIN_API_KEY_LENGTH} visible ASCII "
+                "characters without spaces or commas (e.g. openssl rand -hex 32); it is not "
+                "shown here"
+            )
+    return frozenset(keys)
+
 
 def describe_errors(errors: Sequence[Mapping[str, Any]]) -> str:
     """A pydantic ValidationError's errors as lines naming the environment variables."""
@@ -260,7 +341,8 @@ def describe_errors(errors: Sequence[Mapping[str, Any]]) -> str:
         name = ENV_PREFIX + str(loc[0]).upper() if loc else "settings"
         given = error.get("input")
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        quiet = isinstance(given, dict) or given is None or str(given) in message
+        secret = name.removeprefix(ENV_PREFIX).lower() in SECRET_SETTINGS
+        quiet = secret or isinstance(given, dict) or given is None or str(given) in message
         shown = "" if quiet else f" (got {given!r})"
         lines.append(f"{name}: {message}{shown}")
     return "\n".join(lines)

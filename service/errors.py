@@ -99,6 +99,11 @@ class TooManyFacesError(ServiceError):
     reason = "too_many_faces"
 
 
+# 401: an API key is required (DAN_API_KEYS, DAN_METRICS_API_KEYS) and none valid was sent.
+class UnauthorizedError(ServiceError):
+    reason = "unauthorized"
+
+
 # 404 / 405: routing (raised by the framework, answered in our format).
 class NotFoundError(ServiceError):
     reason = "not_found"
@@ -158,6 +163,7 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     NotAnImageError: 400,
     CorruptImageError: 400,
     MalformedBodyError: 400,
+    UnauthorizedError: 401,
     NotFoundError: 404,
     BodyTimeoutError: 408,
     MethodNotAllowedError: 405,
@@ -182,9 +188,6 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
 
 # Answers with these statuses carry a Retry-After header.
 RETRY_LATER_STATUSES = frozenset({503})
-# Answers sent before the request's body was read to its end: the connection is closed after
-# them (Connection: close), so a client cannot go on holding it with the rest of the body.
-CLOSE_CONNECTION_STATUSES = frozenset({408, 413})
 # Statuses no client reads (it has gone): left out of the OpenAPI document.
 UNSENT_STATUSES = frozenset({499})
 

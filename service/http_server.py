@@ -7,7 +7,8 @@ headers (opened and left idle, or fed a byte at a time) would be held without en
 ``GuardedH11Protocol`` (uvicorn's h11 protocol) closes a connection whose
 request headers are not complete DAN_HEADER_TIMEOUT_S after it began waiting for
 them (the connection opened, or its previous answer went out), however the bytes
-trickle in. The body has its own bound in the app (DAN_BODY_TIMEOUT_MS, 408).
+trickle in. The body has its own bound in the app (DAN_BODY_TIMEOUT_MS, 408), and an
+answer sent before the body was read closes the connection (``CloseUnreadBodies``).
 Headers are limited to h11's 16 KiB.
 """
 
@@ -18,6 +19,8 @@ from typing import Any
 
 import h11
 import uvicorn
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.config import Settings
@@ -63,6 +66,37 @@ class GuardedH11Protocol(H11Protocol):
         self._header_timer = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self.transport.close()
+
+
+class CloseUnreadBodies:
+    """ASGI middleware: an answer sent before the request's body was read to its end (a
+    refusal at the door, 401, 408, 413, 415) carries ``Connection: close``, so the server
+    closes the connection after it instead of reading (or waiting for) the rest."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        read = "transfer-encoding" not in headers and headers.get("content-length", "0") == "0"
+
+        async def tracked() -> Message:
+            nonlocal read
+            got = await receive()
+            if got["type"] != "http.request" or not got.get("more_body", False):
+                read = True
+            return got
+
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and not read:
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                message = {**message, "headers": [*kept, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, tracked, closing)
 
 
 def protocol_for(settings: Settings) -> type[GuardedH11Protocol]:

@@ -36,7 +36,11 @@ DEPLOY_README = REPO / "docker" / "README.md"
 README = REPO / "README.md"
 VENV_BIN = REPO / ".venv" / "bin"
 # Compose variables without a default (the file refuses to load without them).
-REQUIRED_COMPOSE_VARIABLES = {"GRAFANA_ADMIN_PASSWORD": "test-only-password"}
+REQUIRED_COMPOSE_VARIABLES = {
+    "GRAFANA_ADMIN_PASSWORD": "test-only-password",
+    "ALIGN_API_KEYS_FILE": "/test-only/align-api-keys",
+    "METRICS_API_KEY_FILE": "/test-only/metrics-api-key",
+}
 RELEASED_MODEL = REPO / "model" / "dan-300w.onnx"
 
 

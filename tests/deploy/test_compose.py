@@ -140,18 +140,58 @@ def test_start_up_is_health_gated(variant: str, request: pytest.FixtureRequest) 
     assert services["grafana"]["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
 
 
-def test_compose_sets_only_known_service_settings(gpu: dict[str, Any]) -> None:
+def test_compose_sets_only_known_service_settings(gpu: dict[str, Any], tmp_path: Path) -> None:
     from service.config import Settings
 
+    keys = tmp_path / "keys"
+    keys.write_text("test-only-key-0123456789abcdef\n")
     known = {f"DAN_{name.upper()}" for name in Settings.model_fields}
     for name in ("align", "align-cpu"):
         env = gpu["services"][name]["environment"]
         assert set(env) <= known, set(env) - known
-        # The values are valid settings too (the model path aside, which is the image's).
+        # The values are valid settings too (the model path and the key files aside, which
+        # are the image's and the secrets').
         Settings.model_validate(
             {k[len("DAN_") :].lower(): v for k, v in env.items()}
             | {"model_path": Path(__file__)}  # any existing file: the path is not checked here
+            | {"api_keys_file": keys, "metrics_api_keys_file": keys}
         )
+
+
+def test_api_keys_are_secrets_the_replicas_and_prometheus_read(gpu: dict[str, Any]) -> None:
+    services = gpu["services"]
+    secrets = gpu["secrets"]
+    assert set(secrets) == {"align-api-keys", "metrics-api-key"}
+    assert secrets["align-api-keys"]["file"].endswith(
+        REQUIRED_COMPOSE_VARIABLES["ALIGN_API_KEYS_FILE"]
+    )
+    for name in ("align", "align-cpu"):
+        service = services[name]
+        names = {s if isinstance(s, str) else s["source"] for s in service["secrets"]}
+        assert names == {"align-api-keys", "metrics-api-key"}
+        env = service["environment"]
+        assert env["DAN_API_KEYS_FILE"] == "/run/secrets/align-api-keys"
+        assert env["DAN_METRICS_API_KEYS_FILE"] == "/run/secrets/metrics-api-key"
+        assert "DAN_API_KEYS" not in env and "DAN_METRICS_API_KEYS" not in env  # no key in env
+    names = {s if isinstance(s, str) else s["source"] for s in services["prometheus"]["secrets"]}
+    assert names == {"metrics-api-key"}
+    scrape = yaml.safe_load((REPO / "docker/prometheus/prometheus.yml").read_text())
+    (job,) = [j for j in scrape["scrape_configs"] if j["job_name"] == "dan-align"]
+    assert job["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/run/secrets/metrics-api-key",
+    }
+
+
+@pytest.mark.parametrize("variable", ["ALIGN_API_KEYS_FILE", "METRICS_API_KEY_FILE"])
+def test_the_api_key_files_are_required(variable: str) -> None:
+    args = [tool("docker-compose"), "--project-directory", str(REPO), "-f", str(COMPOSE_FILE)]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DAN_"))}
+    environ.update(REQUIRED_COMPOSE_VARIABLES)
+    del environ[variable]
+    done = subprocess.run([*args, "config"], capture_output=True, text=True, env=environ)
+    assert done.returncode != 0
+    assert variable in done.stderr
 
 
 def _ports(service: dict[str, Any]) -> list[str]:

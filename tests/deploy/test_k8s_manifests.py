@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from deploy_support import (
     K8S_DIR,
     REPO,
@@ -115,14 +116,18 @@ def test_probes_use_the_health_endpoints_on_the_images_port() -> None:
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
-def test_deployment_sets_only_valid_service_settings() -> None:
+def test_deployment_sets_only_valid_service_settings(tmp_path: Path) -> None:
     from service.config import Settings
 
+    keys = tmp_path / "keys"
+    keys.write_text("test-only-key-0123456789abcdef\n")
     env = {e["name"]: e["value"] for e in _container()["env"]}
     known = {f"DAN_{name.upper()}" for name in Settings.model_fields}
     assert set(env) <= known, set(env) - known
     Settings.model_validate(
-        {k[len("DAN_") :].lower(): v for k, v in env.items()} | {"model_path": Path(__file__)}
+        {k[len("DAN_") :].lower(): v for k, v in env.items()}
+        | {"model_path": Path(__file__)}  # the image's, and the Secret's files below
+        | {"api_keys_file": keys, "metrics_api_keys_file": keys}
     )
     grace = _one("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert float(env["DAN_SHUTDOWN_TIMEOUT_S"]) + 5 < grace  # preStop sleep 5 s, then drain
@@ -189,3 +194,26 @@ def test_queue_depth_metric_is_exported_by_the_service() -> None:
     ServiceMetrics(registry)
     names = {sample.name for family in registry.collect() for sample in family.samples}
     assert "dan_queue_depth" in names
+
+
+def test_api_keys_come_from_a_secret_for_the_pods_and_the_scrapers() -> None:
+    container = _container()
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert "DAN_API_KEYS" not in env and "DAN_METRICS_API_KEYS" not in env  # no key in the spec
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "api-keys")
+    assert mount["readOnly"] is True
+    assert env["DAN_API_KEYS_FILE"] == mount["mountPath"] + "/align"
+    assert env["DAN_METRICS_API_KEYS_FILE"] == mount["mountPath"] + "/metrics"
+    pod = _one("Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
+    secret = volume["secret"]["secretName"]
+    assert secret == "dan-align-api-keys"
+    monitor = load_yaml(K8S_DIR / "monitoring" / "servicemonitor.yaml")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": secret, "key": "metrics"},
+    }
+    scrape = load_yaml(K8S_DIR / "monitoring" / "prometheus-scrape-config.yaml")
+    (job,) = yaml.safe_load(scrape["data"]["prometheus.yml"])["scrape_configs"]
+    assert job["authorization"]["credentials_file"].endswith(f"/{secret}/metrics")

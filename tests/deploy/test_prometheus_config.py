@@ -19,8 +19,22 @@ def promtool_check(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_compose_prometheus_config_passes_promtool() -> None:
-    done = promtool_check(PROMETHEUS_CONFIG)
+def with_test_credentials(config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``config`` with each scrape job's credentials file (a secret mounted where Prometheus
+    runs, which promtool checks exists) swapped for a test file."""
+    key = folder / "metrics-api-key"
+    key.write_text("test-only-key-0123456789abcdef\n", encoding="utf-8")
+    for job in config["scrape_configs"]:
+        if "authorization" in job:
+            job["authorization"]["credentials_file"] = str(key)
+    return config
+
+
+def test_compose_prometheus_config_passes_promtool(tmp_path: Path) -> None:
+    config = with_test_credentials(load_yaml(PROMETHEUS_CONFIG), tmp_path)
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    done = promtool_check(path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
@@ -67,14 +81,15 @@ def test_kubernetes_scrape_config_passes_promtool(tmp_path: Path) -> None:
             "test_kubernetes_scrape_config_relabelling_passes_promtool checks the rest"
         )
     path = tmp_path / "k8s-prometheus.yml"
-    path.write_text(yaml.safe_dump(_k8s_prometheus_config()), encoding="utf-8")
+    config = with_test_credentials(_k8s_prometheus_config(), tmp_path)
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
     done = promtool_check(path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_kubernetes_scrape_config_relabelling_passes_promtool(tmp_path: Path) -> None:
     """Everything but the discovery itself (swapped for a static target) through promtool."""
-    config = _k8s_prometheus_config()
+    config = with_test_credentials(_k8s_prometheus_config(), tmp_path)
     (job,) = config["scrape_configs"]
     sd = job.pop("kubernetes_sd_configs")
     assert sd == [{"role": "pod", "namespaces": {"names": ["dan-align"]}}]

@@ -249,7 +249,9 @@ def test_openapi_documents_both_request_forms_and_every_error(service: ServicePr
     assert set(content) == {"multipart/form-data", "application/json"}
     assert content["multipart/form-data"]["schema"]["required"] == ["image"]
     assert content["application/json"]["schema"]["required"] == ["image"]
-    assert set(align["responses"]) == {"200", "400", "413", "415", "422", "500", "503", "504"}
+    assert set(align["responses"]) == {
+        *("200", "400", "401", "408", "413", "415", "422", "500", "503", "504")
+    }
     assert "Retry-After" in align["responses"]["503"]["headers"]
     assert "queue_full" in align["responses"]["503"]["description"]
     assert "queue_wait_too_long" in align["responses"]["503"]["description"]
