@@ -41,6 +41,7 @@ from model.crop import crop_face, to_image
 from model.metadata import STAGE_OUTPUT_NAME, ModelMetadata, onnx_props, set_onnx_props
 from training.dataset import SPLITS, BoxFrom, load_split, read_gray
 from training.metrics import ced, normalised_errors, summarise
+from training.paths import DEFAULT_DATA_ROOT
 
 log = logging.getLogger("training.evaluate")
 
@@ -233,7 +234,7 @@ def write_accuracy(model_path: Path, summary: dict[str, Any]) -> None:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Evaluate an exported DAN on 300-W.")
     p.add_argument("model", type=Path, help="ONNX file written by training.export")
-    p.add_argument("--data-root", type=Path, default=Path("../shared/data/300w"), help="300-W root")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="300-W root")
     p.add_argument(
         "--split", choices=sorted(SPLITS), default="common", help="the paper's split to evaluate"
     )

@@ -26,8 +26,8 @@ from training.train import train
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_tiny_model_overfits_eight_images(data_root: Path, mean_shape: np.ndarray) -> None:
-    samples = load_split(data_root, "training").samples[:8]
+def test_tiny_model_overfits_eight_images(any_data_root: Path, mean_shape: np.ndarray) -> None:
+    samples = load_split(any_data_root, "training").samples[:8]
     crops = [
         make_crop(Face(read_gray(s.image_path), s.landmarks, s.box("landmarks")), mean_shape, 112)
         for s in samples
