@@ -171,11 +171,12 @@ class TrainConfig:
     def differences_from(self, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
         """Fields (other than ``RESUMABLE_CHANGES``) whose value differs from a saved config."""
         mine = self.to_dict()
-        theirs = json.loads(json.dumps(saved, default=str))  # tuples -> lists, as ours
+        # A field the saved config predates had its default then: compare with the default.
+        theirs = {**TrainConfig().to_dict(), **json.loads(json.dumps(saved, default=str))}
         return {
-            k: (theirs.get(k), v)
+            k: (theirs[k], v)
             for k, v in mine.items()
-            if k not in RESUMABLE_CHANGES and theirs.get(k) != v
+            if k not in RESUMABLE_CHANGES and theirs[k] != v
         }
 
 

@@ -67,3 +67,10 @@ def test_resume_may_change_the_budget_but_not_the_recipe() -> None:
     assert longer.differences_from(saved) == {}
     other = TrainConfig(widths=(32, 64, 128, 256), lr=1e-3)
     assert other.differences_from(saved) == {"lr": (5e-4, 1e-3)}
+
+
+def test_a_field_the_checkpoint_predates_counts_as_its_default() -> None:
+    saved = TrainConfig().to_dict()
+    del saved["loss"]  # saved before --loss existed: the paper's loss then
+    assert TrainConfig().differences_from(saved) == {}
+    assert TrainConfig(loss="wing").differences_from(saved) == {"loss": ("inter_pupil", "wing")}
