@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.arrays import FloatArray, GrayImage
-from service import imaging, uploads
+from service import docs, imaging, uploads
 from service.admission import Admission, Limits, Ticket
 from service.auth import ApiKeyMiddleware, ApiKeys, Guard
 from service.batching import Batcher, BatchingError
@@ -141,8 +141,8 @@ def create_app(
         version="1",
         lifespan=_lifespan,
         # DAN_DOCS=false: no /docs, /redoc or /openapi.json (404).
-        docs_url="/docs" if settings.docs else None,
-        redoc_url="/redoc" if settings.docs else None,
+        docs_url=None,  # service.docs serves /docs and /redoc, offline
+        redoc_url=None,
         openapi_url="/openapi.json" if settings.docs else None,
         # No redirect to the path with(out) a trailing slash: its Location would be built from
         # the client's Host header. Such a path is 404.
@@ -151,6 +151,8 @@ def create_app(
     app.state.service = state
     answers = ErrorAnswers(state)
     _add_routes(app)
+    if settings.docs:
+        docs.add_routes(app)
     _add_error_handlers(app, answers)
     guards = [
         Guard(ALIGN, ApiKeys(settings.align_keys), f"POST {ALIGN}"),
@@ -161,7 +163,7 @@ def create_app(
     app.add_middleware(
         RequestMetricsMiddleware,
         metrics=metrics,
-        routes={ALIGN, LIVE, READY, METRICS, "/docs", "/openapi.json"},
+        routes={ALIGN, LIVE, READY, METRICS, "/openapi.json", *docs.ROUTES},
     )
     app.add_middleware(CloseUnreadBodies)  # outermost: sees every answer
     return app
