@@ -32,11 +32,14 @@ PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 def check_data_suffices(data: bytes, fmt: str, width: int, height: int) -> None:
     """``CorruptImageError`` if ``data`` (a ``fmt`` file as Pillow names the format) is too
     short for ``width`` x ``height`` pixels under its format's coding."""
-    if fmt in ("JPEG", "MPO"):
-        least = _jpeg_least_bytes(data)
-    elif fmt == "PNG":
-        least = _png_least_bytes(data, width, height)
-    else:
+    try:
+        if fmt in ("JPEG", "MPO"):
+            least = _jpeg_least_bytes(data)
+        elif fmt == "PNG":
+            least = _png_least_bytes(data, width, height)
+        else:
+            return
+    except (IndexError, struct.error):  # a structure cut short: the decoder will say what
         return
     if least is not None and least[0] > least[1]:
         need, have = least
