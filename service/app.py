@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.arrays import FloatArray, GrayImage
-from service import docs, imaging, uploads
+from service import demo_page, docs, imaging, uploads
 from service.admission import Admission, Limits, Ticket
 from service.auth import ApiKeyMiddleware, ApiKeys, Guard
 from service.batching import Batcher, BatchingError
@@ -153,6 +153,8 @@ def create_app(
     _add_routes(app)
     if settings.docs:
         docs.add_routes(app)
+    if settings.demo_page:
+        demo_page.add_routes(app)
     _add_error_handlers(app, answers)
     guards = [
         Guard(ALIGN, ApiKeys(settings.align_keys), f"POST {ALIGN}"),
@@ -163,7 +165,7 @@ def create_app(
     app.add_middleware(
         RequestMetricsMiddleware,
         metrics=metrics,
-        routes={ALIGN, LIVE, READY, METRICS, "/openapi.json", *docs.ROUTES},
+        routes={ALIGN, LIVE, READY, METRICS, "/openapi.json", *docs.ROUTES, *demo_page.ROUTES},
     )
     app.add_middleware(CloseUnreadBodies)  # outermost: sees every answer
     return app

@@ -217,6 +217,11 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         default=False, description="one log line per request (uvicorn access log)"
     )
+    demo_page: bool = Field(
+        default=True,
+        description="serve the demo page at GET / (its files under /demo/); false: the API only, "
+        "GET / answers 404",
+    )
 
     _align_keys: frozenset[str] = PrivateAttr(default=frozenset())
     _metrics_keys: frozenset[str] = PrivateAttr(default=frozenset())
