@@ -8,7 +8,8 @@
 2. Starts ``python -m service`` on a loopback port (or uses ``--url``), then
    runs closed-loop clients (keep-alive HTTP/1.1, one real 300-W test image and
    its detector box per request) at each ``--levels`` concurrency: faces/s and
-   p50 / p95 / p99 latency of the answers.
+   p50 / p95 / p99 latency of the answers. ``--large-every K`` makes every K-th
+   image a scaled-up one (``--large-side`` px): a mix of cheap and expensive uploads.
 3. Overload: an open-loop arrival rate of ``--overload`` x the best faces/s of
    step 2 for ``--overload-duration`` s: how many succeed, how many get an
    explicit 503, anything else (should be none), and the p99 of the accepted.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import statistics
 import sys
@@ -108,12 +110,35 @@ def test_faces(data_root: Path, count: int) -> list[Sample]:
     return sorted(boxed_faces(data_root, SPLITS["common"]), key=lambda s: s.name)[:count]
 
 
-def load_payloads(data_root: Path, count: int, port: int) -> list[Payload]:
-    """``count`` common-test images with their detector boxes, as requests."""
-    return [
-        Payload(s.name, encode_request(s.image_path.read_bytes(), [s.box("file").tolist()], port))
-        for s in test_faces(data_root, count)
-    ]
+def load_payloads(
+    data_root: Path, count: int, port: int, large_every: int = 0, large_side: int = 4000
+) -> list[Payload]:
+    """``count`` common-test images with their detector boxes, as requests; with
+    ``large_every`` = K, every K-th is its image scaled up to ``large_side`` pixels on its longer
+    side (JPEG, its box scaled with it): a mix of cheap and expensive uploads."""
+    payloads = []
+    for k, s in enumerate(test_faces(data_root, count)):
+        image, box = s.image_path.read_bytes(), s.box("file").tolist()
+        name = s.name
+        if large_every > 0 and k % large_every == large_every - 1:
+            image, box = enlarged(image, box, large_side)
+            name = f"{s.name}@{large_side}"
+        payloads.append(Payload(name, encode_request(image, [box], port)))
+    return payloads
+
+
+def enlarged(image: bytes, box: list[float], side: int) -> tuple[bytes, list[float]]:
+    """The image scaled so that its longer side is ``side`` pixels (JPEG), and the box with it
+    (pixel centres: x' = (x + 0.5) * f - 0.5)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image)) as opened:
+        picture = opened.convert("RGB")
+    factor = side / max(picture.size)
+    size = (round(picture.width * factor), round(picture.height * factor))
+    buffer = io.BytesIO()
+    picture.resize(size, Image.Resampling.BILINEAR).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue(), [(v + 0.5) * factor - 0.5 for v in box]
 
 
 def encode_request(image: bytes, boxes: list[list[float]], port: int) -> bytes:
@@ -403,6 +428,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--overload", type=float, default=4.0, help="offered load / best faces/s")
     p.add_argument("--overload-duration", type=float, default=10.0, help="seconds of overload")
     p.add_argument("--max-connections", type=int, default=1000, help="client connections at most")
+    p.add_argument(
+        "--large-every",
+        type=int,
+        default=0,
+        help="every K-th image scaled up to --large-side (a mix of upload sizes); 0: none",
+    )
+    p.add_argument(
+        "--large-side", type=int, default=4000, help="longer side of the scaled-up images (px)"
+    )
     p.add_argument("--json-out", type=Path, default=None, help="also write the results here")
     return p
 
@@ -433,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{url} is not ready")
         host, _, port_text = url.removeprefix("http://").rstrip("/").partition(":")
         port = int(port_text or 80)
-        payloads = load_payloads(args.data_root, args.images, port)
+        payloads = load_payloads(
+            args.data_root, args.images, port, args.large_every, args.large_side
+        )
         levels, overload = asyncio.run(run_load(args, host, port, payloads))
     rows = [r.summary() for r in [*levels, overload]]
     print()

@@ -56,3 +56,25 @@ def test_engines_compares_model_files_in_one_run(
     rows = json.loads(out.read_text())
     assert [r["model"] for r in rows] == [str(tiny_model)] * 2
     assert rows[0]["ratio_to_first"] == 1.0 and rows[1]["faces_per_s"] > 0
+
+
+def test_a_mix_of_upload_sizes_scales_every_kth_image_and_its_box(any_data_root: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    from bench.load import BOUNDARY, load_payloads, test_faces
+
+    plain = load_payloads(any_data_root, 4, 8000)
+    mixed = load_payloads(any_data_root, 4, 8000, large_every=2, large_side=1200)
+    assert [p.name.endswith("@1200") for p in mixed] == [False, True, False, True]
+    assert mixed[0] == plain[0]
+    body = mixed[1].request.split(b"\r\n\r\n", 2)[2]
+    image = body.split(f"\r\n--{BOUNDARY}".encode())[0]
+    with Image.open(io.BytesIO(image)) as big:
+        assert max(big.size) == 1200
+    sample = test_faces(any_data_root, 4)[1]
+    box = json.loads(body.split(b'name="boxes"\r\n\r\n')[1].split(b"\r\n")[0])[0]
+    with Image.open(sample.image_path) as original:
+        factor = 1200 / max(original.size)
+    assert box == pytest.approx([(v + 0.5) * factor - 0.5 for v in sample.box("file")])
