@@ -6,8 +6,9 @@ README's `pip install -e '.[cpu]'`) in a scratch folder, then starts the image's
 (`python -m service`, the README's start command) from its WORKDIR with the environment the
 container gets: the image's ``ENV`` plus the compose file's CPU replica ``environment``. Only
 what must differ on a test machine is changed: the address (loopback), the port (a free one),
-CPU threads (one, as the tests share two cores) and, until the released model lands, the model
-file (a tiny DAN exported here). The process is ``bench.serving.ServiceProcess``, the one helper
+CPU threads (one, as the tests share two cores), the API key files of the compose secrets (a
+test key in the scratch folder, sent by the test client) and, until the released model lands,
+the model file (a tiny DAN exported here). The process is ``bench.serving.ServiceProcess``, the one helper
 of the benchmarks and the tests.
 """
 
@@ -32,6 +33,8 @@ from bench.serving import ServiceProcess, free_port, service_env
 
 # Changed from the container's environment on a test machine (see the module docstring).
 TEST_MACHINE_SETTINGS = {"DAN_HOST": "127.0.0.1", "DAN_CPU_THREADS": "1"}
+COMPOSE_SECRETS = "/run/secrets/"
+TEST_API_KEY = "test-only-api-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +84,15 @@ def container_service(
     env["DAN_PORT"] = str(free_port())
     if served_model != RELEASED_MODEL:
         env["DAN_MODEL_PATH"] = str(served_model)
+    # The compose secrets (the API key files under /run/secrets): here in the scratch folder,
+    # one test key in each, which the test client sends.
+    secrets = folder / "run-secrets"
+    secrets.mkdir()
+    for name, value in list(env.items()):
+        if value.startswith(COMPOSE_SECRETS):
+            env[name] = str(secrets / Path(value).name)
+            Path(env[name]).write_text(f"{TEST_API_KEY}\n", encoding="utf-8")
     service = ServiceProcess.start(layout.cmd, env, folder / "service.log", cwd=layout.app)
+    service.client.headers["Authorization"] = f"Bearer {TEST_API_KEY}"
     with service.ready():
         yield ContainerService(service, layout)
