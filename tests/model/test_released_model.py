@@ -1,21 +1,35 @@
-"""The released model file: size, metadata, and accuracy on a few common-test faces.
+"""The released model file: size, metadata, golden landmarks and accuracy on a few faces.
 
 The bounds were measured when the model was released (see model/MODEL_CARD.md)
 and sit a little above the measurement, so a regression in the model, the
-export or the crop convention fails here.
+export or the crop convention fails here. The golden landmarks are the released
+file's own answers on three common-test photos, written at release by
+
+    python tests/model/test_released_model.py --write-golden
+
+so any change in what the file answers (the weights, the crop, the box
+convention, onnxruntime's arithmetic beyond 0.01 px) fails here.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import pytest
 
 from model.metadata import ModelMetadata
-from training.evaluate import evaluate
+from training.dataset import load_split, read_gray
+from training.evaluate import OnnxModel, evaluate, predict
+from training.paths import DEFAULT_DATA_ROOT
 
 RELEASED_MODEL = Path(__file__).resolve().parents[2] / "model" / "dan-300w.onnx"
+GOLDEN = Path(__file__).with_name("golden_landmarks.json")
+GOLDEN_IMAGES = 3
+GOLDEN_TOLERANCE_PX = 0.01
 
 # Inter-ocular mean error of the released model on the first 5 common-test images
 # (lfpw/testset), initialised from boxes.csv: measured at release, plus a margin.
@@ -46,3 +60,38 @@ def test_error_on_five_common_test_images_stays_below_the_release_bound(data_roo
     assert (
         summary["stages"]["stage 2"]["inter_ocular"] < summary["stages"]["stage 1"]["inter_ocular"]
     )
+
+
+def golden_answers(data_root: Path) -> dict[str, list[list[float]]]:
+    """The released file's landmarks (last stage, image pixels) on the first common photos."""
+    samples = load_split(data_root, "common").samples[:GOLDEN_IMAGES]
+    boxes = []
+    for s in samples:
+        assert s.detector_box is not None, s.name
+        boxes.append(s.detector_box)
+    model = OnnxModel.load(RELEASED_MODEL, threads=1)
+    out = predict(model, [read_gray(s.image_path) for s in samples], boxes, batch_size=4)
+    return {s.name: out[i, -1].round(4).tolist() for i, s in enumerate(samples)}
+
+
+def test_released_file_gives_its_golden_landmarks(data_root: Path) -> None:
+    golden = json.loads(GOLDEN.read_text())
+    meta = OnnxModel.load(RELEASED_MODEL).metadata
+    assert golden["model_version"] == meta.version, "regenerate the golden file at release"
+    got = golden_answers(data_root)
+    assert sorted(got) == sorted(golden["landmarks"])
+    for name, points in golden["landmarks"].items():
+        diff = np.abs(np.asarray(got[name]) - np.asarray(points)).max()
+        assert diff <= GOLDEN_TOLERANCE_PX, f"{name}: landmarks moved by {diff:.4f} px"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write-golden"]:
+        raise SystemExit("usage: python tests/model/test_released_model.py --write-golden")
+    version = OnnxModel.load(RELEASED_MODEL).metadata.version
+    record = {"landmarks": golden_answers(DEFAULT_DATA_ROOT)}
+    lines = [f'  "{n}": {json.dumps(p)}' for n, p in record["landmarks"].items()]
+    GOLDEN.write_text(
+        f'{{"model_version": "{version}", "landmarks": {{\n' + ",\n".join(lines) + "\n}}\n"
+    )
+    sys.stdout.write(f"wrote {GOLDEN} for dan-300w {version}\n")
