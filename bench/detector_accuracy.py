@@ -45,6 +45,7 @@ def service_settings(args: argparse.Namespace) -> dict[str, object]:
         "cpu_threads": args.threads,
         "detector": "centerface",
         "detector_init": args.detector_init,
+        "detector_precision": args.detector_precision,
         "log_level": "warning",
     }
     if args.threshold is not None:
@@ -62,6 +63,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--detector-init", choices=["box", "keypoints"], default="box", help="DAN_DETECTOR_INIT"
     )
     p.add_argument("--threshold", type=float, default=None, help="DAN_DETECTOR_THRESHOLD")
+    p.add_argument(
+        "--detector-precision",
+        choices=["auto", "float32", "int8"],
+        default="auto",
+        help="DAN_DETECTOR_PRECISION (int8: service/detectors/centerface.int8.onnx)",
+    )
     p.add_argument("--threads", type=int, default=1, help="DAN_CPU_THREADS and reference threads")
     p.add_argument("--url", default=None, help="a running service instead of starting one")
     p.add_argument("--limit", type=int, default=0, help="first N images only (0: all 554)")
@@ -111,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(args.model),
         "images": len(samples),
         "detector_init": args.detector_init,
+        "detector_precision": args.detector_precision,
         "recall": round(recall, 4),
         "found": int(found.sum()),
         "inter_ocular_error_detector_pct": round(error, 3),

@@ -2,7 +2,7 @@
 
     dan-align serve                                   # the service (python -m service)
     dan-align align photo.jpg --draw photo-landmarks.png
-    dan-align video clip.mp4 --out landmarks.jsonl --draw clip-landmarks.mp4
+    dan-align video clip.mp4 --out landmarks.jsonl --draw clip-landmarks.mp4  # a stream
 
 Exit codes of ``align`` and ``video`` (the most serious one wins):
 
@@ -145,10 +145,12 @@ def _parser() -> argparse.ArgumentParser:
         "video",
         help="landmarks of every frame of a video, as JSON lines",
         description=_wrapped(
-            "Decode the video with OpenCV and send each frame to POST /align: the service has "
-            "no stream endpoint yet, so frames go one request each (a few in flight at once; the "
-            "service batches them). One JSON line per frame goes to --out: the /align answer with "
-            "'frame' and 'time_s', or 'status', 'error' and 'detail' for a frame the service "
+            "Decode the video with OpenCV and send its frames over one stream (GET "
+            "/align/stream, a WebSocket; a few frames in flight): the service follows each face "
+            "from frame to frame (its track_id stays the same) and runs its face detector only "
+            "now and then. A service without the stream endpoint gets each frame as a POST "
+            "/align request instead (--via). One JSON line per frame goes to --out: the answer "
+            "with 'frame' and 'time_s', or 'error' and 'detail' for a frame the service "
             "refused."
         ),
         epilog=EXIT_CODES,
@@ -168,8 +170,29 @@ def _parser() -> argparse.ArgumentParser:
     video.add_argument(
         "--concurrency",
         type=_positive,
-        default=2,
+        default=4,
         help="frames in flight at once (default %(default)s)",
+    )
+    video.add_argument(
+        "--via",
+        choices=("auto", "stream", "align"),
+        default="auto",
+        help="stream: one WebSocket stream; align: a POST /align request a frame; auto "
+        "(default): the stream, or /align when the service has no stream endpoint",
+    )
+    video.add_argument(
+        "--smoothing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="smooth the landmarks over time (the stream's One Euro filter; default: the "
+        "service's DAN_STREAM_SMOOTHING)",
+    )
+    video.add_argument(
+        "--redetect-every",
+        type=_positive,
+        metavar="N",
+        help="the stream runs the face detector again every N frames (default: the service's "
+        "DAN_STREAM_REDETECT_EVERY)",
     )
     _connection_options(video)
     video.set_defaults(run=_video)
@@ -383,6 +406,7 @@ def displayed_bgr(data: bytes) -> npt.NDArray[np.uint8]:
 
 
 def _video(args: argparse.Namespace) -> int:
+    from dan_align.stream import NoStreamEndpointError
     from dan_align.video import align_video
 
     if not args.video.is_file():
@@ -392,25 +416,41 @@ def _video(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"cannot write {args.out}: {e.strerror or e}") from e
     with out, _client(args) as client:
-        summary = align_video(
-            client,
-            args.video,
-            out,
-            draw=args.draw,
-            every=args.every,
-            max_frames=args.max_frames,
-            concurrency=args.concurrency,
-        )
+        try:
+            summary = align_video(
+                client,
+                args.video,
+                out,
+                draw=args.draw,
+                every=args.every,
+                max_frames=args.max_frames,
+                concurrency=args.concurrency,
+                via=args.via,
+                smoothing=args.smoothing,
+                redetect_every=args.redetect_every,
+            )
+        except NoStreamEndpointError as e:
+            _say(f"{e}; try --via align")
+            return EXIT_SERVICE_ERROR
+        except ServiceError as e:  # the stream refused (401 unauthorized, or a bad option)
+            _say(f"the service answered {e.status} {e.error}: {e.detail}")
+            return EXIT_SERVICE_ERROR
+    through = "one stream" if summary.via == "stream" else "/align"
     _say(
-        f"{args.video}: {summary.frames} frames sent, {summary.answered} answered "
-        f"({summary.faces} faces), {summary.refused} refused; landmarks in {args.out}"
+        f"{args.video}: {summary.frames} frames sent through {through}, {summary.answered} "
+        f"answered ({summary.faces} faces), {summary.refused} refused; landmarks in {args.out}"
         + ("" if args.draw is None else f", drawn in {args.draw}")
     )
+    worst = EXIT_OK
+    if summary.closed is not None:
+        _say(f"the service closed the stream early: {summary.closed.code} {summary.closed.reason}")
+        worst = EXIT_UNREACHABLE if summary.closed.busy else EXIT_SERVICE_ERROR
     if summary.last_error is None:
-        return EXIT_OK
+        return worst
     last = summary.last_error
-    _say(f"the last refusal: {last.status} {last.error}: {last.detail}")
-    return EXIT_UNREACHABLE if summary.busy else EXIT_SERVICE_ERROR
+    status = f"{last.status} " if last.status else ""
+    _say(f"the last refusal: {status}{last.error}: {last.detail}")
+    return max(worst, EXIT_UNREACHABLE if summary.busy else EXIT_SERVICE_ERROR)
 
 
 # -- serve ------------------------------------------------------------------------------------

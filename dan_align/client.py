@@ -73,6 +73,7 @@ class _Common:
         self.retries = retries
         self.max_retry_wait_s = max_retry_wait_s
         self.timeout = timeout
+        self.api_key = api_key  # also what a stream of the same service sends (dan_align.stream)
         self.headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"

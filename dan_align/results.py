@@ -3,8 +3,9 @@
 Landmarks and boxes are numpy arrays in pixels of the image as displayed (EXIF
 orientation applied), the centre of the top-left pixel at (0, 0). Fields that
 not every version of the service sends (``confidence``, ``status``, ``pose``,
-``timings``) are ``None`` when absent; anything else a newer service adds is
-kept in ``Face.extra`` and, for the whole answer, in ``Alignment.raw``.
+``timings``, and ``track_id``, which only stream answers have) are ``None`` when
+absent; anything else a newer service adds is kept in ``Face.extra`` and, for the
+whole answer, in ``Alignment.raw``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,17 @@ from model.arrays import FloatArray
 from model.landmarks import NUM_LANDMARKS
 
 _FACE_FIELDS = frozenset(
-    {"box", "box_source", "score", "landmarks", "confidence", "status", "pose", "timings"}
+    {
+        "box",
+        "box_source",
+        "score",
+        "landmarks",
+        "confidence",
+        "status",
+        "pose",
+        "timings",
+        "track_id",
+    }
 )
 
 
@@ -69,6 +80,7 @@ class Face:
     status: str | None = None
     pose: Pose | None = None
     timings: Timings | None = None
+    track_id: int | None = None  # a stream's face (GET /align/stream): the same while followed
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -125,6 +137,7 @@ def _parse_face(face: Mapping[str, Any]) -> Face:
         status=None if face.get("status") is None else str(face["status"]),
         pose=_parse_pose(face.get("pose")),
         timings=_parse_timings(face.get("timings")),
+        track_id=None if face.get("track_id") is None else int(face["track_id"]),
         extra={k: v for k, v in face.items() if k not in _FACE_FIELDS},
     )
 

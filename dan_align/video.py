@@ -1,23 +1,26 @@
-"""Landmarks for every frame of a video, through ``POST /align`` one frame at a time.
+"""Landmarks for every frame of a video, through the stream endpoint (or ``/align``).
 
-The service has no stream endpoint yet, so each frame (decoded with OpenCV) is
-sent as a JPEG to ``/align``, a few frames in flight at once (the service
-batches them). Each frame's answer is one line of a JSON Lines file:
-``{"frame": i, "time_s": t, "image": ..., "model": ..., "faces": [...]}`` (the
-``/align`` answer with the frame's number and time), or
-``{"frame": i, "time_s": t, "status": ..., "error": ..., "detail": ...}`` for a
-frame the service refused. Optionally the frames are written again, drawn
-(``dan_align.drawing``), as a video.
+Each frame (decoded with OpenCV) is sent as a JPEG over one ``GET /align/stream``
+WebSocket (``dan_align.stream``), a few frames in flight: the service follows each face
+from frame to frame (its ``track_id`` stays the same) and runs its detector only now and
+then. A service without the stream endpoint (an older one) gets each frame as a
+``POST /align`` request instead, a few in flight at once (``via="auto"``, the default;
+``"stream"`` and ``"align"`` choose). Each frame's answer is one line of a JSON Lines file:
+``{"frame": i, "time_s": t, "image": ..., "model": ..., "faces": [...]}`` (the answer with
+the video's frame number and time), or ``{"frame": i, "time_s": t, "error": ...,
+"detail": ...}`` (with ``"status"``, the HTTP status, from ``/align``) for a frame the
+service refused. Optionally the frames are written again, drawn (``dan_align.drawing``),
+as a video.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import cv2
 import numpy as np
@@ -29,10 +32,16 @@ from dan_align.drawing import draw_faces
 from dan_align.errors import InputError, ServiceError, ServiceUnavailableError
 from dan_align.ordered import ordered_map
 from dan_align.results import Alignment
+from dan_align.stream import NoStreamEndpointError, StreamClosedError, open_stream
 
 log = logging.getLogger(__name__)
 
+Via = Literal["auto", "stream", "align"]
 DEFAULT_FPS = 25.0  # when the file does not say
+# A frame refused for these reasons was refused because the service was busy (exit code 4).
+BUSY_REASONS = frozenset(
+    {"queue_full", "queue_wait_too_long", "overloaded", "not_ready", "shutting_down"}
+)
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
 
@@ -45,14 +54,17 @@ class Frame:
 
 @dataclass
 class VideoSummary:
-    """What ``align_video`` did: frames sent, answered, refused, and the faces found."""
+    """What ``align_video`` did: frames sent, answered, refused, and the faces found; how
+    (``via``: stream or align) and, when the service closed the stream early, its close."""
 
     frames: int = 0
     answered: int = 0
     refused: int = 0
-    busy: int = 0  # of the refused: 503 after the client's retries
+    busy: int = 0  # of the refused: 503 after the client's retries, or a busy stream's refusal
     faces: int = 0
     last_error: ServiceError | None = None
+    via: str = "align"
+    closed: StreamClosedError | None = None
 
 
 def align_video(
@@ -66,13 +78,20 @@ def align_video(
     concurrency: int = 2,
     jpeg_quality: int = 95,
     progress: bool | None = None,
+    via: Via = "auto",
+    smoothing: bool | None = None,
+    redetect_every: int | None = None,
 ) -> VideoSummary:
     """Align the frames of ``source`` (every ``every``-th, at most ``max_frames``) into ``out``.
 
     ``draw``: also write the frames sent, with their landmarks, as a video (at the source's
     frame rate divided by ``every``). ``progress``: a progress bar on stderr (None: when it is
-    a terminal). A frame the service refuses is recorded and the next one sent; a service that
-    cannot be reached raises ``ConnectionFailedError`` (the lines written so far stay).
+    a terminal). ``via``: the stream, falling back to ``/align`` when the service has no stream
+    endpoint (auto), or either; ``smoothing`` and ``redetect_every``: the stream's options
+    (None: the service's defaults). ``concurrency``: frames in flight. A frame the service
+    refuses is recorded and the next one sent; a stream the service closes stops the video
+    (``VideoSummary.closed``); a service that cannot be reached raises
+    ``ConnectionFailedError`` (the lines written so far stay).
     """
     if every < 1:
         raise InputError(f"--every must be at least 1, got {every}")
@@ -89,31 +108,23 @@ def align_video(
             total = min(total, max_frames)
         quality = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
 
-        def send(frame: Frame) -> Alignment:
+        def encode(frame: Frame) -> bytes:
             ok, encoded = cv2.imencode(".jpg", frame.pixels, quality)
             if not ok:  # pragma: no cover - any decoded frame encodes
                 raise InputError(f"cannot encode frame {frame.index} as JPEG")
-            return client.align(encoded.tobytes())
+            return bytes(encoded.tobytes())
 
         frames = _frames(capture, fps, every, max_frames)
         bar = tqdm(total=total, unit="frame", desc=source.name, disable=_disabled(progress))
         with bar:
-            for frame, future in ordered_map(send, frames, concurrency):
+            for frame, alignment, record in _answers(
+                client, frames, encode, concurrency, summary, via, smoothing, redetect_every
+            ):
                 summary.frames += 1
-                record: dict[str, Any] = {"frame": frame.index, "time_s": round(frame.time_s, 4)}
-                alignment: Alignment | None = None
-                try:
-                    alignment = future.result()
-                except ServiceError as e:
-                    summary.refused += 1
-                    summary.busy += isinstance(e, ServiceUnavailableError)
-                    summary.last_error = e
-                    record.update(status=e.status, error=e.error, detail=e.detail)
-                    log.warning("frame %d refused: %s", frame.index, e)
-                else:
+                if alignment is not None:
                     summary.answered += 1
                     summary.faces += len(alignment.faces)
-                    record.update(alignment.raw)
+                record = {"frame": frame.index, "time_s": round(frame.time_s, 4), **record}
                 out.write(json.dumps(record, separators=(",", ":")) + "\n")
                 if draw is not None:
                     if writer is None:
@@ -127,6 +138,69 @@ def align_video(
             writer.release()
         out.flush()
     return summary
+
+
+def _answers(
+    client: Client,
+    frames: Iterator[Frame],
+    encode: Callable[[Frame], bytes],
+    concurrency: int,
+    summary: VideoSummary,
+    via: Via,
+    smoothing: bool | None,
+    redetect_every: int | None,
+) -> Iterator[tuple[Frame, Alignment | None, dict[str, Any]]]:
+    """``(frame, alignment or None, the record's answer fields)`` for every frame, in order:
+    through the stream, or ``/align``. Refusals are counted in ``summary``."""
+    if via != "align":
+        try:
+            stream = open_stream(
+                client.url,
+                client.api_key,
+                timeout=client.timeout,
+                smoothing=smoothing,
+                redetect_every=redetect_every,
+            )
+        except NoStreamEndpointError as e:
+            if via == "stream":
+                raise
+            log.info("%s; sending each frame to /align", e)
+        else:
+            summary.via = "stream"
+            with stream:
+                try:
+                    for frame, answer in stream.align_all(frames, encode, concurrency):
+                        if answer.error is not None:
+                            error = ServiceError(0, answer.error, answer.detail or "")
+                            _refused(summary, frame, error, answer.error in BUSY_REASONS)
+                            yield frame, None, {"error": answer.error, "detail": answer.detail}
+                        else:
+                            assert answer.alignment is not None
+                            fields = {k: v for k, v in (answer.raw or {}).items() if k != "frame"}
+                            yield frame, answer.alignment, fields
+                except StreamClosedError as e:
+                    summary.closed = e
+                    log.warning("the service closed the stream: %s", e)
+            return
+
+    def send(frame: Frame) -> Alignment:
+        return client.align(encode(frame))
+
+    for frame, future in ordered_map(send, frames, concurrency):
+        try:
+            alignment = future.result()
+        except ServiceError as e:
+            _refused(summary, frame, e, isinstance(e, ServiceUnavailableError))
+            yield frame, None, {"status": e.status, "error": e.error, "detail": e.detail}
+        else:
+            yield frame, alignment, dict(alignment.raw)
+
+
+def _refused(summary: VideoSummary, frame: Frame, error: ServiceError, busy: bool) -> None:
+    summary.refused += 1
+    summary.busy += busy
+    summary.last_error = error
+    log.warning("frame %d refused: %s: %s", frame.index, error.error, error.detail)
 
 
 def _frames(

@@ -89,20 +89,32 @@ class DAN(nn.Module):
 
     def forward(self, images: Tensor, num_stages: int | None = None) -> list[Tensor]:
         """Landmarks (B, N, 2) after each of the first ``num_stages`` stages (default: all)."""
+        shapes, _ = self.forward_features(images, num_stages)
+        return shapes
+
+    def forward_features(
+        self, images: Tensor, num_stages: int | None = None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Each stage's landmarks (B, N, 2) and fc1 activations (B, fc_units), first ``num_stages``.
+
+        The fc1 activations are what a stage passes on (its feature image); the confidence head
+        of ``training.confidence`` reads them.
+        """
         n = self.config.num_stages if num_stages is None else num_stages
         if not 1 <= n <= self.config.num_stages:
             raise ValueError(f"num_stages must be in [1, {self.config.num_stages}], got {n}")
         image = self.normalise(images)  # (B, 1, S, S)
         ds, fc1 = self.stages[0](image)
         shape = self.mean_shape + ds  # (B, N, 2)
-        shapes = [shape]
+        shapes, features = [shape], [fc1]
         for stage, connection in zip(self.stages[1:n], self.connections[: n - 1], strict=True):
             x, aligned, A, t = connection(image, shape, fc1, self.mean_shape)
             ds, fc1 = stage(x)
             A_inv, t_inv = invert_similarity(A, t)
             shape = transform_points(aligned + ds, A_inv, t_inv)  # (B, N, 2)
             shapes.append(shape)
-        return shapes
+            features.append(fc1)
+        return shapes, features
 
     def stage_parameters(self, stage: int) -> list[nn.Parameter]:
         """Parameters trained with stage ``stage`` (0-based): its network and its connection."""

@@ -4,7 +4,11 @@ An exported ONNX file describes itself in its ``metadata_props`` (string
 keys and values): name and version, the input and output names, the input
 size, the mean shape the crop is built on (``model.crop``), the grayscale
 rule (``model.grayscale``), the box convention, the network's configuration,
-its measured accuracy, its licence. ``ModelMetadata.to_onnx_props`` writes
+its measured accuracy, its licence, and, for a model with a confidence head
+(``training.confidence``), what its ``confidence`` output means and its
+default threshold (``ConfidenceInfo``), and for a quantized or float16 file its
+precision, calibration and measured drift (``training.quantize``,
+``training.fp16``). ``ModelMetadata.to_onnx_props`` writes
 them (``training.export``, ``training.evaluate --write-metadata``) and
 ``ModelMetadata.from_onnx_props`` reads and checks them (``training.evaluate``,
 ``service.engine``, the benchmarks and tests), from an onnxruntime session's
@@ -30,7 +34,14 @@ SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION,)
 INPUT_NAME = "images"  # float32 (B, 1, S, S)
 OUTPUT_NAME = "landmarks"  # (B, N, 2): the last stage's landmarks in crop pixels
 STAGE_OUTPUT_NAME = "stage_landmarks"  # (B, stages, N, 2): every stage's
+CONFIDENCE_OUTPUT_NAME = "confidence"  # (B,) in [0, 1], only in models with a confidence head
+CONFIDENCE_MEANING = (
+    "Estimated probability that the landmarks of this crop are right (the face is there and its "
+    "inter-ocular normalised error is small); low for bad alignments and for crops without a face. "
+    "Faces below threshold are flagged low_confidence."
+)
 MIN_INPUT_SIZE = 8
+DEFAULT_PRECISION = "float32"  # a file without dan.precision
 MEAN_SHAPE_DECIMALS = 6
 INPUT_FORMAT = "float32 (B, 1, S, S), grayscale = mean of R, G, B, range 0-255"
 COORDINATES = "pixels, centre of the top-left pixel at (0, 0)"
@@ -67,6 +78,10 @@ KEYS: dict[str, str] = {
     "accuracy": "dan.accuracy",
     "weights_dtype": "dan.weights_dtype",
     "licence": "dan.licence",
+    "confidence": "dan.confidence",
+    "precision": "dan.precision",
+    "calibration": "dan.calibration",
+    "drift": "dan.drift",
 }
 REQUIRED_KEYS = tuple(
     KEYS[name]
@@ -86,6 +101,65 @@ REQUIRED_KEYS = tuple(
 
 class MetadataError(ValueError):
     """A model file's ``dan.*`` metadata is missing, of an unknown format, or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ConfidenceInfo:
+    """What a model's confidence output is (``dan.confidence``, a JSON object).
+
+    ``threshold`` is the default least confidence of a face the service keeps unflagged
+    (``DAN_MIN_CONFIDENCE``); ``method``, ``trained_on`` and ``measured`` describe how the head
+    was made and what it scored (``training.confidence``, ``bench.confidence``).
+    """
+
+    threshold: float
+    output_name: str = CONFIDENCE_OUTPUT_NAME
+    meaning: str = CONFIDENCE_MEANING
+    method: str = ""
+    trained_on: str = ""
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"the confidence threshold must be in [0, 1], got {self.threshold}")
+        if not self.output_name:
+            raise ValueError("the confidence output needs a name")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, text: str, source: str | Path = "the model") -> ConfidenceInfo:
+        """Parse ``dan.confidence``; ``MetadataError`` says what is wrong (the service needs it)."""
+        key = KEYS["confidence"]
+        try:
+            value = json.loads(text)
+        except ValueError as e:
+            raise MetadataError(f"{source}: {key} is not JSON: {e}") from None
+        known = {f.name for f in fields(cls)}
+        if not isinstance(value, dict) or "threshold" not in value:
+            raise MetadataError(
+                f"{source}: {key} must be a JSON object with a threshold in [0, 1] and the keys "
+                f"{', '.join(sorted(known))}"
+            )
+        threshold = value["threshold"]
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+            raise MetadataError(f"{source}: {key} threshold must be a number, got {threshold!r}")
+        output_name = value.get("output_name", CONFIDENCE_OUTPUT_NAME)
+        if not isinstance(output_name, str):
+            raise MetadataError(f"{source}: {key} output_name must be a string")
+        measured = value.get("measured")
+        try:
+            return cls(
+                threshold=float(threshold),
+                output_name=output_name,
+                meaning=str(value.get("meaning", CONFIDENCE_MEANING)),
+                method=str(value.get("method", "")),
+                trained_on=str(value.get("trained_on", "")),
+                measured=measured if isinstance(measured, dict) else {},
+            )
+        except ValueError as e:
+            raise MetadataError(f"{source}: {key}: {e}") from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,6 +184,12 @@ class ModelMetadata:
     accuracy: dict[str, Any] = field(default_factory=dict)  # split -> evaluation summary
     weights_dtype: str | None = None
     licence: str | None = None
+    confidence: ConfidenceInfo | None = None  # None: the model has no confidence output
+    # The arithmetic of the graph (None: float32): "int8" for training.quantize's files, "float16"
+    # for training.fp16's; with how it was calibrated and its measured drift from the fp32 file.
+    precision: str | None = None
+    calibration: dict[str, Any] | None = None
+    drift: dict[str, Any] | None = None
 
     def to_onnx_props(self) -> dict[str, str]:
         """The ``dan.*`` entries of ``metadata_props`` (fields that are None are left out)."""
@@ -123,6 +203,8 @@ class ModelMetadata:
                 props[key] = json.dumps(rounded.tolist())
             elif name == "config":
                 props[key] = json.dumps(value, sort_keys=True)
+            elif isinstance(value, ConfidenceInfo):
+                props[key] = json.dumps(value.to_dict())
             elif isinstance(value, dict):
                 props[key] = json.dumps(value)
             else:
@@ -188,7 +270,20 @@ class ModelMetadata:
             accuracy=_json_object(props, "accuracy") or {},
             weights_dtype=props.get(KEYS["weights_dtype"]),
             licence=props.get(KEYS["licence"]),
+            confidence=(
+                ConfidenceInfo.from_json(props[KEYS["confidence"]], source)
+                if KEYS["confidence"] in props
+                else None
+            ),
+            precision=props.get(KEYS["precision"]),
+            calibration=_json_object(props, "calibration"),
+            drift=_json_object(props, "drift"),
         )
+
+    @property
+    def compute_precision(self) -> str:
+        """The arithmetic the graph runs in: ``dan.precision``, else float32."""
+        return self.precision or DEFAULT_PRECISION
 
     def field_values(self) -> dict[str, Any]:
         """Every field by name (unlike ``dataclasses.asdict``, values are not copied)."""

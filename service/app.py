@@ -35,14 +35,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model.arrays import FloatArray, GrayImage
-from service import demo_page, docs, imaging, uploads
+from model.arrays import GrayImage
+from model.pose import estimate_pose
+from service import demo_page, docs, imaging, streaming, uploads
 from service.admission import Admission, Limits, Ticket
 from service.auth import ApiKeyMiddleware, ApiKeys, Guard
 from service.batching import Batcher, BatchingError
 from service.config import DEFAULT_MAX_BATCH_CPU, DEFAULT_MAX_BATCH_GPU, Settings
 from service.detectors import factory as detectors
-from service.engine import Engine, Warmup
+from service.engine import Engine, FaceOutput, Warmup
 from service.errors import (
     RETRY_LATER_STATUSES,
     UNSENT_STATUSES,
@@ -76,6 +77,7 @@ from service.schemas import (
     ImageSize,
     Liveness,
     ModelRef,
+    Pose,
     Readiness,
 )
 
@@ -95,11 +97,11 @@ class ServiceState:
     settings: Settings
     metrics: ServiceMetrics
     stop_service: Callable[[], None]
-    admission: Admission[GrayImage, FloatArray]
+    admission: Admission[GrayImage, FaceOutput]
     decode_pool: ThreadPoolExecutor | None = None
     engine: Engine | None = None
     initialiser: Initialiser | None = None
-    batcher: Batcher[GrayImage, FloatArray] | None = None
+    batcher: Batcher[GrayImage, FaceOutput] | None = None
     aligner: Aligner | None = None
     warmup: Warmup | None = None
     fatal: BaseException | None = None  # why the service stopped itself
@@ -151,6 +153,9 @@ def create_app(
     app.state.service = state
     answers = ErrorAnswers(state)
     _add_routes(app)
+    streams = streaming.StreamHub(settings, metrics, _answer, answers.response)
+    app.state.streams = streams  # GET /align/stream (service.streaming)
+    streaming.add_route(app, streams)
     if settings.docs:
         docs.add_routes(app)
     if settings.demo_page:
@@ -186,8 +191,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     info = engine.info
     decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
     state.decode_pool = decode_pool
-    state.metrics.set_model(info.name, info.version, engine.provider)
-    batcher: Batcher[GrayImage, FloatArray] = Batcher(
+    state.metrics.set_model(info.name, info.version, engine.provider, info.compute_precision)
+    batcher: Batcher[GrayImage, FaceOutput] = Batcher(
         engine.run_faces,
         max_batch_size=engine.max_batch_size,
         max_wait_s=settings.max_wait_ms / 1000.0,
@@ -213,17 +218,23 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.max_faces,
         decode_pool,
         initialiser,
+        min_confidence=engine.min_confidence,
+        face_order=settings.face_order,
     )
+    app.state.streams.attach(state.aligner, ModelRef(name=info.name, version=info.version))
     warm_up = asyncio.create_task(_warm_up(state), name="warm-up")
     try:
         yield
     finally:
+        # Streams still open (none under uvicorn, which closes them first): answer what they
+        # read, close them with 1001.
+        await app.state.streams.close_all(settings.shutdown_timeout_s)
         state.admission.close()
         state.metrics.ready.set(0)
         warm_up.cancel()
         log.info("shutting down: draining %d queued faces", batcher.depth)
         await batcher.stop(timeout=settings.shutdown_timeout_s)
-        decode_pool.shutdown(wait=False, cancel_futures=True)
+        decode_pool.shutdown(wait=False, cancel_futures=False)  # in-flight requests finish
         log.info("stopped")
 
 
@@ -349,6 +360,9 @@ def _add_routes(app: FastAPI) -> None:
         del body
         assert state.engine is not None
         state.metrics.faces.inc(len(alignment.faces))
+        state.metrics.record_confidence(
+            alignment.confidences, alignment.flagged, len(alignment.dropped)
+        )
         state.metrics.decode_duration.observe(alignment.decode_s)
         if alignment.detect_s is not None:
             state.metrics.detection_duration.observe(alignment.detect_s)
@@ -378,6 +392,7 @@ def _add_routes(app: FastAPI) -> None:
             status="ready",
             model=ModelRef(name=engine.info.name, version=engine.info.version),
             provider=engine.provider,
+            precision=engine.info.compute_precision,
             max_batch_size=engine.max_batch_size,
             warmup_batch_sizes=list(state.warmup.batch_sizes),
             warmup_seconds=round(state.warmup.seconds, 4),
@@ -458,6 +473,9 @@ def _answer(alignment: Alignment, model: ModelRef, total_s: float) -> AlignRespo
             box_source=face.proposal.source,
             score=face.proposal.score,
             landmarks=[(float(x), float(y)) for x, y in face.landmarks.round(LANDMARK_DECIMALS)],
+            confidence=None if face.confidence is None else round(face.confidence, 4),
+            status=face.status,
+            pose=Pose.of(face.pose or estimate_pose(face.landmarks)),
             timings=FaceTimings(
                 decode_ms=round(decode_ms, 3),
                 detect_ms=detect_ms,

@@ -22,7 +22,9 @@ DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "model" / "dan-300
 Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
 DetectorName = Literal["centerface", "none"]
 DetectorInit = Literal["box", "keypoints"]
+DetectorPrecision = Literal["auto", "float32", "int8"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+FaceOrder = Literal["score", "area"]
 
 # Settings whose values are never shown in a message (API keys).
 SECRET_SETTINGS = frozenset({"api_keys", "metrics_api_keys"})
@@ -140,10 +142,37 @@ class Settings(BaseSettings):
         description="images are shrunk so that their longer side is at most this many pixels "
         "before detection (faces under about 1/40 of it are missed)",
     )
+    detector_precision: DetectorPrecision = Field(
+        default="auto",
+        description="CenterFace's graph: auto = int8 on CPU when service/detectors/"
+        "centerface.int8.onnx is there (python -m bench.centerface_int8), else float32; "
+        "int8 (fail without that file); float32",
+    )
+    detector_threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="CPU threads of one face detection; 0 = DAN_CPU_THREADS. Concurrent requests "
+        "detect in parallel on the decode threads, so 1 wastes nothing under load",
+    )
     detector_init: DetectorInit = Field(
         default="box",
         description="box: crop from the detector's box mapped to the model's box convention; "
         "keypoints: crop from the detector's eye, nose and mouth points",
+    )
+    face_order: FaceOrder = Field(
+        default="score",
+        description="order of detected faces in the answer (and which DAN_MAX_FACES are kept): "
+        "score: best detector score first; area: largest box first. Request boxes keep their "
+        "order",
+    )
+    min_confidence: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="least confidence of a face: below it a detected face is dropped, a face of "
+        "a request box is answered with status low_confidence; default: the model's own "
+        "threshold (needs a model with a confidence output)",
     )
     # Start-up and shutdown.
     warmup_runs: int = Field(
@@ -151,6 +180,48 @@ class Settings(BaseSettings):
     )
     shutdown_timeout_s: int = Field(
         default=30, ge=0, le=3600, description="longest wait for requests in flight on SIGTERM"
+    )
+    # Video streams (GET /align/stream, service.streaming).
+    max_streams: int = Field(
+        default=32,
+        ge=1,
+        le=100_000,
+        description="open video streams at most; one more is closed at once with code 1013 "
+        "(try again later), reason too_many_streams. Less than DAN_MAX_CONNECTIONS",
+    )
+    stream_idle_timeout_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=86_400.0,
+        description="a stream with no frame in progress that receives no message for this long "
+        "is closed with code 4408, reason idle_timeout",
+    )
+    stream_redetect_every: int = Field(
+        default=10,
+        ge=1,
+        le=100_000,
+        description="a stream runs the face detector again on every N-th frame (and on the "
+        "first, when it has no face, and when a followed face is lost); a stream's "
+        "redetect_every option overrides it",
+    )
+    stream_smoothing: bool = Field(
+        default=True,
+        description="smooth a stream's landmarks over time (the One Euro filter); a stream's "
+        "smoothing option overrides it",
+    )
+    stream_smoothing_min_cutoff_hz: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1000.0,
+        description="the One Euro filter's cut-off for a still face (lower: less jitter, more "
+        "lag), frames taken as 1/30 s apart",
+    )
+    stream_smoothing_beta: float = Field(
+        default=64.0,
+        ge=0.0,
+        le=1000.0,
+        description="how much the One Euro filter's cut-off rises with speed, in Hz per "
+        "inter-ocular distance per second (higher: less lag on fast motion)",
     )
     # HTTP server: slow and idle clients.
     body_timeout_ms: float = Field(
@@ -271,6 +342,11 @@ class Settings(BaseSettings):
                 f"DAN_MAX_CONNECTIONS ({self.max_connections}) must be more than "
                 f"DAN_MAX_PENDING_REQUESTS ({self.max_pending_requests}): every request in "
                 "progress holds a connection, and health checks need one too"
+            )
+        if self.max_streams >= self.max_connections:
+            raise ValueError(
+                f"DAN_MAX_STREAMS ({self.max_streams}) must be less than DAN_MAX_CONNECTIONS "
+                f"({self.max_connections}): every open stream holds a connection"
             )
         if self.gpu_fp16 and self.provider != "tensorrt":
             raise ValueError(

@@ -3,7 +3,10 @@
 The model file describes itself (``dan.*`` metadata written by
 ``training.export``, read and checked by ``model.metadata``); a file without
 it, or of an unknown format version, is refused with a message naming what
-was expected. Providers come from the
+was expected. A model with a confidence head (``training.confidence``: an
+output ``confidence`` (B,) described by ``dan.confidence``) gives each face a
+confidence too; a model without one still serves, its faces without a
+confidence (``FaceOutput.confidence`` None). Providers come from the
 settings: CPU with a set thread count, or CUDA / TensorRT with inputs and
 outputs bound to device buffers (IO binding) and batches padded to a few
 tuned sizes, each warmed up, so the GPU never meets a new shape while serving.
@@ -61,9 +64,35 @@ class NonFiniteOutputError(ValueError):
     """The model's output for one crop holds NaN or infinite values."""
 
 
+@dataclass(frozen=True)
+class FaceOutput:
+    """The model's answer for one crop: landmarks (68, 2) in crop pixels, and its confidence in
+    [0, 1] (None when the model has no confidence output)."""
+
+    landmarks: FloatArray
+    confidence: float | None = None
+
+
+def min_confidence(settings: Settings, info: ModelMetadata) -> float | None:
+    """The least confidence of an unflagged face: DAN_MIN_CONFIDENCE, else the model's default
+    threshold; None for a model without a confidence output (then DAN_MIN_CONFIDENCE must be
+    unset: ``ModelError``)."""
+    if info.confidence is None:
+        if settings.min_confidence is not None:
+            raise ModelError(
+                f"DAN_MIN_CONFIDENCE is set ({settings.min_confidence:g}) but the model has no "
+                "confidence output (no dan.confidence metadata); unset it, or serve a model "
+                "built by python -m training.confidence"
+            )
+        return None
+    if settings.min_confidence is not None:
+        return settings.min_confidence
+    return info.confidence.threshold
+
+
 @dataclass
 class _Bound:
-    """Device buffers of one batch size, bound once to the session's input and output."""
+    """Device buffers of one batch size, bound once to the session's inputs and outputs."""
 
     binding: ort.IOBinding
     inputs: ort.OrtValue
@@ -106,6 +135,10 @@ class Engine:
             self.provider = "cpu"
         self.info = read_model_info(self.session.get_modelmeta().custom_metadata_map, path)
         self._check_signature()
+        self.confidence_name = (
+            None if self.info.confidence is None else self.info.confidence.output_name
+        )
+        self.min_confidence = min_confidence(settings, self.info)
         self.on_gpu = self.provider != "cpu"
         self.max_batch_size = settings.batch_size_for(gpu=self.on_gpu)
         self.use_io_binding = self.on_gpu if settings.io_binding is None else settings.io_binding
@@ -157,6 +190,14 @@ class Engine:
                 f"{path}: expected output {info.output_name!r} (B, {info.num_landmarks}, 2), got "
                 f"{shape}"
             )
+        if info.confidence is not None:
+            name = info.confidence.output_name
+            if name not in outputs or len(outputs[name].shape) != 1:
+                shapes = {n: o.shape for n, o in outputs.items()}
+                raise ModelError(
+                    f"{path}: dan.confidence names the output {name!r}, expected float32 (B,); "
+                    f"the graph's outputs are {shapes}"
+                )
 
     def padded_size(self, count: int) -> int:
         """The batch size a batch of ``count`` crops runs as."""
@@ -174,11 +215,12 @@ class Engine:
                 f"model returned non-finite landmarks for {len(failed)} of {len(crops)} crops "
                 f"(crops {failed})"
             )
-        return [outcome for outcome in outcomes if not isinstance(outcome, Exception)]
+        return [outcome.landmarks for outcome in outcomes if not isinstance(outcome, Exception)]
 
-    def run_faces(self, crops: Sequence[GrayImage]) -> list[FloatArray | Exception]:
-        """Like ``run``, one outcome per crop: its landmarks, or a ``NonFiniteOutputError`` for
-        a crop whose landmarks are not finite (that crop alone fails, not the batch)."""
+    def run_faces(self, crops: Sequence[GrayImage]) -> list[FaceOutput | Exception]:
+        """Like ``run``, one outcome per crop: its landmarks and confidence, or a
+        ``NonFiniteOutputError`` for a crop whose landmarks (or confidence) are not finite (that
+        crop alone fails, not the batch)."""
         count = len(crops)
         if count == 0:
             return []
@@ -188,35 +230,56 @@ class Engine:
             if crop.shape != (size, size):
                 raise ValueError(f"crop {i}: expected ({size}, {size}), got {crop.shape}")
             batch[i, 0] = crop
-        output = self._run_bound(batch) if self.use_io_binding else self._run_plain(batch)
+        output, confidence = (
+            self._run_bound(batch) if self.use_io_binding else self._run_plain(batch)
+        )
         landmarks = np.asarray(output[:count], dtype=np.float64)  # (count, 68, 2)
         if landmarks.shape != (count, self.info.num_landmarks, 2):
             raise RuntimeError(
                 f"model returned {landmarks.shape} for {count} crops, expected "
                 f"({count}, {self.info.num_landmarks}, 2)"
             )
+        scores: list[float | None] = (
+            [None] * count
+            if confidence is None
+            else [float(c) for c in np.asarray(confidence[:count], dtype=np.float64)]
+        )
         return [
-            points
-            if np.isfinite(points).all()
+            FaceOutput(points, score)
+            if np.isfinite(points).all() and (score is None or np.isfinite(score))
             else NonFiniteOutputError(
                 "the model's landmarks for this face are not finite (NaN or infinite); "
                 "expected finite pixel coordinates"
+                if not np.isfinite(points).all()
+                else "the model's confidence for this face is not finite (NaN or infinite); "
+                "expected a number in [0, 1]"
             )
-            for points in landmarks
+            for points, score in zip(landmarks, scores, strict=True)
         ]
 
-    def _run_plain(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        (output,) = self.session.run([self.info.output_name], {self.info.input_name: batch})
-        return np.asarray(output, dtype=np.float32)
+    def _output_names(self) -> list[str]:
+        names = [self.info.output_name]
+        return names if self.confidence_name is None else [*names, self.confidence_name]
 
-    def _run_bound(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def _run_plain(
+        self, batch: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+        outputs = self.session.run(self._output_names(), {self.info.input_name: batch})
+        confidence = np.asarray(outputs[1], dtype=np.float32) if len(outputs) > 1 else None
+        return np.asarray(outputs[0], dtype=np.float32), confidence
+
+    def _run_bound(
+        self, batch: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
         bound = self._bound.get(len(batch))
         if bound is None:
             bound = self._bind(len(batch))
             self._bound[len(batch)] = bound
         bound.inputs.update_inplace(batch)  # host -> device copy into the bound buffer
         self.session.run_with_iobinding(bound.binding)
-        return np.asarray(bound.binding.copy_outputs_to_cpu()[0], dtype=np.float32)
+        outputs = bound.binding.copy_outputs_to_cpu()
+        confidence = np.asarray(outputs[1], dtype=np.float32) if len(outputs) > 1 else None
+        return np.asarray(outputs[0], dtype=np.float32), confidence
 
     def _bind(self, batch_size: int) -> _Bound:
         size, n = self.info.input_size, self.info.num_landmarks
@@ -229,6 +292,11 @@ class Engine:
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.info.input_name, inputs)
         binding.bind_ortvalue_output(self.info.output_name, outputs)
+        if self.confidence_name is not None:
+            scores = ort.OrtValue.ortvalue_from_shape_and_type(
+                (batch_size,), np.float32, self.device, self.device_id
+            )
+            binding.bind_ortvalue_output(self.confidence_name, scores)
         return _Bound(binding, inputs)
 
     def warm_up(self, runs: int) -> Warmup:

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.config import Settings
+from service.stream_protocol import GracefulWebSocketProtocol
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -115,6 +116,11 @@ def server_config(app: Any, settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         http=protocol_for(settings),
+        # GET /align/stream: closed by the app itself on shutdown (service.stream_protocol); a
+        # message longer than twice the largest image closes it with 1009.
+        ws=GracefulWebSocketProtocol,
+        ws_max_size=2 * settings.max_image_bytes,
+        ws_per_message_deflate=False,  # frames are compressed images: deflate only costs CPU
         log_level=settings.log_level,
         log_config=None,  # the root logger set up by the caller
         access_log=settings.access_log,

@@ -29,7 +29,8 @@ from model.geometry import bounding_box
 from service.detectors.interface import FaceDetector
 from service.errors import InvalidBoxesError
 
-BoxSource = Literal["request", "detector", "whole_image"]
+# track: a stream's face followed from the previous frame's landmarks (service.tracking).
+BoxSource = Literal["request", "detector", "whole_image", "track"]
 CropFrom = Literal["box", "keypoints"]
 
 # Kowalski et al. (2017), box-less images: side of the centred square box / image height.

@@ -4,7 +4,9 @@ Requests by route and status, latency, requests in flight (an ASGI middleware
 records them for every route), faces aligned, errors by reason, the queue
 (depth, capacity, wait), batches (size, inference time, outcome: ok, partial
 when some of its faces failed alone, failed when all did), decoding
-and face detection time, readiness and which model runs on which provider (``dan_model_info``).
+and face detection time, readiness and which model runs on which provider (``dan_model_info``),
+the confidence of aligned faces (``dan_face_confidence``) and the faces below the least
+confidence (``dan_low_confidence_faces_total``: dropped detections, flagged others).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ LATENCY_BUCKETS = (
     10.0,
     30.0,
 )
+CONFIDENCE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 ... 1.0
 OTHER_ROUTE = "other"  # label of paths that are not routes, so scanners cannot grow the series
 
 
@@ -124,15 +127,46 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.face_confidence = Histogram(
+            f"{p}_face_confidence",
+            "Confidence of each aligned face (models with a confidence output), dropped ones "
+            "included",
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.low_confidence_faces = Counter(
+            f"{p}_low_confidence_faces",
+            "Faces below the least confidence (DAN_MIN_CONFIDENCE), by action (dropped: "
+            "detected faces left out; flagged: other faces answered with status low_confidence)",
+            ["action"],
+            registry=r,
+        )
+        for action in ("dropped", "flagged"):
+            self.low_confidence_faces.labels(action)
         self.ready = Gauge(
             f"{p}_ready", "1 once the model is loaded and warmed up, else 0", registry=r
         )
         self.model = Info(
-            f"{p}_model", "The model served and the execution provider running it", registry=r
+            f"{p}_model",
+            "The model served, the execution provider running it and its precision",
+            registry=r,
         )
 
-    def set_model(self, name: str, version: str, provider: str) -> None:
-        self.model.info({"name": name, "version": version, "provider": provider})
+    def set_model(self, name: str, version: str, provider: str, precision: str = "float32") -> None:
+        """The model served: its name, version, execution provider and precision (float32,
+        float16 or int8: its ``dan.precision``)."""
+        self.model.info(
+            {"name": name, "version": version, "provider": provider, "precision": precision}
+        )
+
+    def record_confidence(self, confidences: Sequence[float], flagged: int, dropped: int) -> None:
+        """One request's faces: every confidence, and how many were flagged and dropped."""
+        for confidence in confidences:
+            self.face_confidence.observe(confidence)
+        if flagged:
+            self.low_confidence_faces.labels("flagged").inc(flagged)
+        if dropped:
+            self.low_confidence_faces.labels("dropped").inc(dropped)
 
     def track_queue(self, depth: Callable[[], int], capacity: int) -> None:
         self.queue_depth.set_function(lambda: float(depth()))

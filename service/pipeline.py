@@ -3,7 +3,11 @@
 Decoding, face detection and cropping run in a bounded thread pool, inference
 on the batching queue, reached through the request's admission (``service.admission``),
 which decides whether its faces are queued. Strategies that ask for another pass (the box-less
-procedure) get their re-fitted crops queued again until they are done.
+procedure) get their re-fitted crops queued again until they are done. Detected faces come in
+the order of DAN_FACE_ORDER (``order_proposals``). Each aligned face gets its head pose
+(``model.pose``) and, from a model with a confidence output, its confidence: below the least
+confidence (DAN_MIN_CONFIDENCE, default the model's threshold) a detected face is dropped and
+any other face is kept with status ``low_confidence`` (``judge``).
 """
 
 from __future__ import annotations
@@ -13,17 +17,23 @@ import io
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
 from model.arrays import FloatArray, GrayImage
+from model.pose import HeadPose, estimate_pose
 from service.admission import Admission, Ticket
+from service.config import FaceOrder
 from service.cropping import Crop, crop_face, keypoint_crop_transform, to_image, warp_face
+from service.engine import FaceOutput
 from service.errors import InvalidBoxesError, TooManyFacesError
 from service.imaging import DecodedImage, ImageLimits, decode_image, header_size
 from service.initialisation import DetectorBoxes, FaceProposal, GivenBoxes, Initialiser
+
+FaceStatus = Literal["ok", "low_confidence"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,9 @@ class AlignedFace:
     landmarks: FloatArray  # (68, 2) image pixels
     queue_wait_s: float  # all passes
     inference_s: float  # all passes
+    confidence: float | None = None  # the last pass's; None: the model has no confidence output
+    pose: HeadPose | None = None
+    status: FaceStatus = "ok"
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,42 @@ class Alignment:
     faces: list[AlignedFace]
     decode_s: float  # decoding and cropping, waits for a thread included; detection excluded
     detect_s: float | None  # face detection; None when no detector ran
+    dropped: list[AlignedFace] = field(default_factory=list)  # detected, below min confidence
+
+    @property
+    def confidences(self) -> list[float]:
+        """The confidence of every aligned face, dropped ones included."""
+        return [f.confidence for f in (*self.faces, *self.dropped) if f.confidence is not None]
+
+    @property
+    def flagged(self) -> int:
+        """Faces answered with status low_confidence."""
+        return sum(f.status == "low_confidence" for f in self.faces)
+
+
+def order_proposals(proposals: Sequence[FaceProposal], order: FaceOrder) -> list[FaceProposal]:
+    """Detected faces by detector score (as they come, best first) or by box area, largest
+    first (a stable sort); faces of request boxes and of the box-less procedure keep their
+    order."""
+    if order == "score" or any(p.source != "detector" for p in proposals):
+        return list(proposals)
+    return sorted(proposals, key=lambda p: -float((p.box[2] - p.box[0]) * (p.box[3] - p.box[1])))
+
+
+def judge(
+    faces: Sequence[AlignedFace], min_confidence: float | None
+) -> tuple[list[AlignedFace], list[AlignedFace]]:
+    """(answered, dropped): below ``min_confidence`` a detected face is dropped, any other is
+    kept with status low_confidence; without a threshold or a confidence every face is ok."""
+    answered, dropped = [], []
+    for face in faces:
+        if min_confidence is None or face.confidence is None or face.confidence >= min_confidence:
+            answered.append(face)
+        elif face.proposal.source == "detector":
+            dropped.append(face)
+        else:
+            answered.append(replace(face, status="low_confidence"))
+    return answered, dropped
 
 
 @dataclass
@@ -58,13 +107,16 @@ class Aligner:
 
     def __init__(
         self,
-        admission: Admission[GrayImage, FloatArray],
+        admission: Admission[GrayImage, FaceOutput],
         mean_shape: FloatArray,
         input_size: int,
         limits: ImageLimits,
         max_faces: int,
         executor: Executor,
         default_initialiser: Initialiser,
+        *,
+        min_confidence: float | None = None,
+        face_order: FaceOrder = "score",
     ) -> None:
         self.admission = admission
         self.mean_shape = mean_shape
@@ -73,6 +125,8 @@ class Aligner:
         self.max_faces = max_faces
         self.executor = executor
         self.default_initialiser = default_initialiser
+        self.min_confidence = min_confidence
+        self.face_order = face_order
 
     def check_box_count(self, boxes: Sequence[object] | None) -> None:
         if boxes is None:
@@ -112,11 +166,15 @@ class Aligner:
                 item.passes += 1
                 item.queue_wait_s += result.queue_wait_s
                 item.inference_s += result.inference_s
-                landmarks = to_image(result.value, item.crop)
+                landmarks = to_image(result.value.landmarks, item.crop)
                 refined = initialiser.refine(item.proposal, landmarks, item.passes)
                 if refined is None:
                     done[item.index] = AlignedFace(
-                        item.proposal, landmarks, item.queue_wait_s, item.inference_s
+                        item.proposal,
+                        landmarks,
+                        item.queue_wait_s,
+                        item.inference_s,
+                        result.value.confidence,
                     )
                 else:
                     item.proposal = refined
@@ -128,8 +186,13 @@ class Aligner:
                 for item, crop in zip(again, crops, strict=True):
                     item.crop = crop
             pending = again
-        faces = [done[i] for i in sorted(done)]
-        return Alignment(decoded.width, decoded.height, faces, decode_s, detect_s)
+        faces, dropped = judge([done[i] for i in sorted(done)], self.min_confidence)
+        if faces:
+            try:
+                faces = await loop.run_in_executor(self.executor, _with_poses, faces)
+            except RuntimeError:  # the pool is shut down (the service stops): finish here
+                faces = _with_poses(faces)
+        return Alignment(decoded.width, decoded.height, faces, decode_s, detect_s, dropped)
 
     def _detects(self, boxes: Sequence[Sequence[float]] | None) -> bool:
         """Whether the detector finds the faces of a request with these boxes."""
@@ -152,7 +215,7 @@ class Aligner:
             proposals, detect_s = initialiser.propose_timed(decoded.gray)
         else:
             proposals = initialiser.propose(decoded.gray)
-        proposals = proposals[: self.max_faces]
+        proposals = order_proposals(proposals, self.face_order)[: self.max_faces]
         crops = self._crops(decoded.gray, proposals)
         pending = [_Pending(i, p, c) for i, (p, c) in enumerate(zip(proposals, crops, strict=True))]
         return decoded, initialiser, pending, detect_s, time.perf_counter() - started
@@ -174,6 +237,11 @@ class Aligner:
                 *_, seconds = self._prepare(buffer.getvalue(), boxes)
                 self.admission.costs.observe(side * side / 1e6, self._detects(boxes), seconds)
 
+    def crops(self, gray: GrayImage, proposals: Sequence[FaceProposal]) -> list[Crop]:
+        """The network's crop of each proposal (from its box, or its keypoints), as ``align``
+        cuts them (a stream's new faces, ``service.tracking``)."""
+        return self._crops(gray, proposals)
+
     def _crops(self, gray: GrayImage, proposals: Sequence[FaceProposal]) -> list[Crop]:
         return [self._crop(gray, p) for p in proposals]
 
@@ -182,3 +250,8 @@ class Aligner:
             transform = keypoint_crop_transform(proposal.keypoints, self.mean_shape)
             return warp_face(gray, transform, self.input_size)
         return crop_face(gray, proposal.box, self.mean_shape, self.input_size)
+
+
+def _with_poses(faces: Sequence[AlignedFace]) -> list[AlignedFace]:
+    """The faces with their head pose (``model.pose``), in the thread pool."""
+    return [replace(face, pose=estimate_pose(face.landmarks)) for face in faces]

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from model.landmarks import NUM_LANDMARKS
+from model.pose import HeadPose
 from service.initialisation import BoxSource
 
 # Past any image the service opens (DAN_MAX_IMAGE_PIXELS <= 150 million, a box at most 4x the
@@ -23,6 +24,7 @@ Coordinate = Annotated[
 Box = tuple[Coordinate, Coordinate, Coordinate, Coordinate]
 Boxes = Annotated[list[Box], Field(min_length=1)]
 Point = tuple[float, float]
+POSE_DECIMALS = 2
 
 BOXES_DESCRIPTION = (
     "Face boxes [x_min, y_min, x_max, y_max] in pixels of the image as displayed (EXIF "
@@ -79,6 +81,31 @@ class FaceTimings(BaseModel):
     total_ms: float = Field(description="From receiving the request to building the answer")
 
 
+class Pose(BaseModel):
+    """Head pose in degrees from the landmarks and a 3D mean face (``model.pose``): scaled
+    orthographic camera, image x to the right and y down; all 0 for a frontal face."""
+
+    yaw: float = Field(
+        description="Turn about the vertical axis; positive when the face turns toward the "
+        "image's right (the subject's left)"
+    )
+    pitch: float = Field(
+        description="Tilt about the horizontal axis; positive when the face turns up"
+    )
+    roll: float = Field(
+        description="Rotation in the image plane; positive clockwise as displayed (the eye on "
+        "the image's right lower)"
+    )
+
+    @classmethod
+    def of(cls, pose: HeadPose) -> Pose:
+        return cls(
+            yaw=round(pose.yaw, POSE_DECIMALS),
+            pitch=round(pose.pitch, POSE_DECIMALS),
+            roll=round(pose.roll, POSE_DECIMALS),
+        )
+
+
 class Face(BaseModel):
     box: tuple[float, float, float, float] = Field(
         description="The box the landmarks were found from [x_min, y_min, x_max, y_max]; for "
@@ -98,6 +125,22 @@ class Face(BaseModel):
         description=f"{NUM_LANDMARKS} [x, y] points of the iBUG 68-point scheme, in pixels of the "
         "image as displayed, centre of the top-left pixel at (0, 0)",
     )
+    confidence: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="How likely the landmarks are right, in [0, 1] (the model's confidence "
+        "output: low for a bad alignment or a box without a face); null when the model file has "
+        "no confidence output",
+    )
+    status: Literal["ok", "low_confidence"] = Field(
+        default="ok",
+        description="low_confidence: confidence below DAN_MIN_CONFIDENCE (default: the model's "
+        "threshold); only faces of request boxes and of the box-less procedure are answered so, "
+        "detected faces below it are left out. ok otherwise, and always for a model without a "
+        "confidence output",
+    )
+    pose: Pose = Field(description="Head pose from the landmarks, in degrees")
     timings: FaceTimings
 
 
@@ -125,6 +168,10 @@ class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
     model: ModelRef | None = None
     provider: str | None = Field(default=None, description="cpu, cuda or tensorrt")
+    precision: str | None = Field(
+        default=None,
+        description="The model file's arithmetic: float32, float16 or int8 (its dan.precision)",
+    )
     max_batch_size: int | None = None
     warmup_batch_sizes: list[int] | None = Field(
         default=None, description="Batch sizes run during warm-up (the full batch included)"

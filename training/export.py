@@ -5,7 +5,9 @@
 Input ``images`` (B, 1, S, S): raw grayscale crops (mean of R, G, B) in
 [0, 255]. Outputs ``landmarks`` (B, 68, 2), the last stage's landmarks in crop
 pixels (centre of the top-left pixel at (0, 0)), and ``stage_landmarks``
-(B, stages, 68, 2). Every node is in the default ONNX domain. The file's
+(B, stages, 68, 2); with a confidence head (``training.confidence`` trains
+one and exports through ``export(..., confidence=...)``) also ``confidence``
+(B,) in [0, 1], described by the ``dan.confidence`` metadata. Every node is in the default ONNX domain. The file's
 ``metadata_props`` carry everything serving needs (the ``dan.*`` keys of
 ``model.metadata``, written by ``ModelMetadata.to_onnx_props``). Large
 weights are stored as fp16 initializers followed by a Cast to fp32, which
@@ -31,9 +33,11 @@ from model.config import DANConfig
 from model.dan import DAN
 from model.landmarks import SCHEME
 from model.metadata import (
+    CONFIDENCE_OUTPUT_NAME,
     INPUT_NAME,
     OUTPUT_NAME,
     STAGE_OUTPUT_NAME,
+    ConfidenceInfo,
     MetadataError,
     ModelMetadata,
     onnx_props,
@@ -54,13 +58,17 @@ LICENCE = (
 
 
 class _Exported(nn.Module):
-    def __init__(self, dan: DAN) -> None:
+    def __init__(self, dan: DAN, head: nn.Module | None = None) -> None:
         super().__init__()
         self.dan = dan
+        self.head = head
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        shapes = self.dan(images)  # stages x (B, N, 2)
-        return shapes[-1], torch.stack(shapes, dim=1)  # (B, N, 2), (B, stages, N, 2)
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        shapes, features = self.dan.forward_features(images)  # stages x (B, N, 2), (B, F)
+        outputs = (shapes[-1], torch.stack(shapes, dim=1))  # (B, N, 2), (B, stages, N, 2)
+        if self.head is None:
+            return outputs
+        return (*outputs, self.head(shapes, features))  # confidence (B,)
 
 
 def metadata(
@@ -70,6 +78,8 @@ def metadata(
     training_data: str,
     accuracy: dict[str, Any] | None,
     weights_dtype: str,
+    confidence: ConfidenceInfo | None = None,
+    licence: str = LICENCE,
 ) -> ModelMetadata:
     """The ``dan.*`` metadata of an exported model."""
     c = model.config
@@ -84,7 +94,8 @@ def metadata(
         training_data=training_data,
         accuracy=accuracy or {},
         weights_dtype=weights_dtype,
-        licence=LICENCE,
+        licence=licence,
+        confidence=confidence,
     )
 
 
@@ -152,7 +163,28 @@ def compress_fp16(proto: onnx.ModelProto, min_elements: int = FP16_MIN_ELEMENTS)
     graph.node.extend(nodes)
 
 
-def _export_graph(wrapper: nn.Module, example: Tensor, path: Path, opset: int) -> None:
+def export_graph(
+    wrapper: nn.Module,
+    example: Tensor,
+    path: Path,
+    opset: int = OPSET,
+    output_names: tuple[str, ...] = OUTPUT_NAMES,
+) -> None:
+    """``torch.onnx.export`` of a module taking crops (B, 1, S, S), every axis 0 dynamic."""
+    with warnings.catch_warnings():
+        # The image size is static (the tracer's constant is right), and constant folding in
+        # PRESERVE mode is safe here because the model is in eval mode.
+        tracer_warning = torch.jit.TracerWarning  # type: ignore[attr-defined]
+        warnings.filterwarnings("ignore", category=tracer_warning)
+        warnings.filterwarnings("ignore", message=".*constant folding.*")
+        # The TorchScript exporter is the one that writes opset 17 with unfused batch norms.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        _export_graph(wrapper, example, path, opset, output_names)
+
+
+def _export_graph(
+    wrapper: nn.Module, example: Tensor, path: Path, opset: int, output_names: tuple[str, ...]
+) -> None:
     torch.onnx.export(
         wrapper,
         (example,),
@@ -160,8 +192,8 @@ def _export_graph(wrapper: nn.Module, example: Tensor, path: Path, opset: int) -
         dynamo=False,
         opset_version=opset,
         input_names=[INPUT_NAME],
-        output_names=list(OUTPUT_NAMES),
-        dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)},
+        output_names=list(output_names),
+        dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *output_names)},
         # PRESERVE (with the model in eval mode) keeps batch norms unfused and weights under
         # their own names, so the file can be read back into a DAN to continue training.
         training=torch.onnx.TrainingMode.PRESERVE,
@@ -178,23 +210,29 @@ def export(
     accuracy: dict[str, Any] | None = None,
     fp16: bool = True,
     opset: int = OPSET,
+    confidence: tuple[nn.Module, ConfidenceInfo] | None = None,
+    licence: str = LICENCE,
 ) -> onnx.ModelProto:
-    """Write ``model`` to ``path`` as one ONNX graph; returns the written proto."""
+    """Write ``model`` to ``path`` as one ONNX graph; returns the written proto.
+
+    ``confidence``: a head (called with every stage's landmarks and fc1 activations, returning
+    (B,) in [0, 1]) and its description; the graph then has a ``confidence`` output and the
+    metadata ``dan.confidence``.
+    """
     model = model.cpu().float().eval()
-    wrapper = _Exported(model).eval()
+    head = None if confidence is None else confidence[0].cpu().float().eval()
+    info = None if confidence is None else confidence[1]
+    if info is not None and info.output_name != CONFIDENCE_OUTPUT_NAME:
+        raise ValueError(
+            f"the confidence output is named {CONFIDENCE_OUTPUT_NAME!r}, got {info.output_name!r}"
+        )
+    wrapper = _Exported(model, head).eval()
     size = model.config.image_size
     example = torch.rand(2, 1, size, size) * 255.0
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.onnx")
-    with warnings.catch_warnings():
-        # The image size is static (the tracer's constant is right), and constant folding in
-        # PRESERVE mode is safe here because the model is in eval mode.
-        tracer_warning = torch.jit.TracerWarning  # type: ignore[attr-defined]
-        warnings.filterwarnings("ignore", category=tracer_warning)
-        warnings.filterwarnings("ignore", message=".*constant folding.*")
-        # The TorchScript exporter is the one that writes opset 17 with unfused batch norms.
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        _export_graph(wrapper, example, tmp, opset)
+    names = OUTPUT_NAMES if head is None else (*OUTPUT_NAMES, CONFIDENCE_OUTPUT_NAME)
+    export_graph(wrapper, example, tmp, opset, names)
     proto = onnx.load(str(tmp))
     tmp.unlink()
     _rename_initializers(proto, model.state_dict(), prefix="dan.")
@@ -204,7 +242,16 @@ def export(
     proto.doc_string = (
         f"Deep Alignment Network, {model.config.num_stages} stages, {SCHEME} landmarks"
     )
-    meta = metadata(model, name, version, training_data, accuracy, "float16" if fp16 else "float32")
+    meta = metadata(
+        model,
+        name,
+        version,
+        training_data,
+        accuracy,
+        "float16" if fp16 else "float32",
+        info,
+        licence,
+    )
     set_onnx_props(proto, meta.to_onnx_props())
     onnx.checker.check_model(proto, full_check=True)
     foreign = {n.domain for n in proto.graph.node if n.domain not in ("", "ai.onnx")}

@@ -6,7 +6,10 @@ declared input and output shapes made symbolic once, offline
 (``python -m bench.centerface_dims``: the published file declares a fixed
 10 x 3 x 32 x 32 input); nothing is downloaded or rewritten at start-up. Its
 calibration to the model's box convention is data shipped beside it too
-(``centerface_calibration.json``, ``service.detectors.calibration``).
+(``centerface_calibration.json``, ``service.detectors.calibration``). An int8
+graph of the same network (``python -m bench.centerface_int8``: static
+quantization calibrated on training images) is loaded instead when it is in
+the package folder (``precision="auto"``, on CPU) or asked for (``int8``).
 
 An image is shrunk (never enlarged) so that its longer side is at most
 ``max_side`` pixels, padded to a multiple of 32 and given to the network as
@@ -22,7 +25,8 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -39,6 +43,10 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_PACKAGE = "service.detectors"
 WEIGHTS_FILE = "centerface.onnx"
+# The int8 graph of bench.centerface_int8 (static quantization, calibrated on training images);
+# loaded instead of the float32 one when it is in the package (precision "auto").
+INT8_WEIGHTS_FILE = "centerface.int8.onnx"
+DetectorPrecision = Literal["auto", "float32", "int8"]
 CALIBRATION_FILE = "centerface_calibration.json"
 INPUT_NAME = "input.1"
 # heatmap (B, 1, h, w), log-scale (B, 2, h, w), offset (B, 2, h, w), keypoints (B, 10, h, w).
@@ -52,14 +60,35 @@ DEFAULT_MAX_SIDE = 640
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose", "right_mouth_corner", "left_mouth_corner")
 
 
-def load_weights() -> bytes:
-    """The CenterFace graph shipped beside this module (its shapes already symbolic)."""
+def load_weights(name: str = WEIGHTS_FILE) -> bytes:
+    """A CenterFace graph shipped beside this module (its shapes already symbolic)."""
     try:
-        return (importlib.resources.files(WEIGHTS_PACKAGE) / WEIGHTS_FILE).read_bytes()
+        return (importlib.resources.files(WEIGHTS_PACKAGE) / name).read_bytes()
     except (ModuleNotFoundError, OSError) as e:
         raise DetectorError(
-            f"CenterFace needs {WEIGHTS_FILE} in the '{WEIGHTS_PACKAGE}' package folder: {e}"
+            f"CenterFace needs {name} in the '{WEIGHTS_PACKAGE}' package folder: {e}"
         ) from None
+
+
+def has_int8_weights() -> bool:
+    """Whether the int8 graph (``bench.centerface_int8``) is in the package folder."""
+    try:
+        return (importlib.resources.files(WEIGHTS_PACKAGE) / INT8_WEIGHTS_FILE).is_file()
+    except ModuleNotFoundError:
+        return False
+
+
+def resolve_precision(precision: DetectorPrecision, on_gpu: bool = False) -> str:
+    """The graph to load: ``auto`` is int8 on CPU where the int8 graph is shipped, else float32;
+    ``int8`` without the graph is a ``DetectorError``."""
+    if precision == "int8" and not has_int8_weights():
+        raise DetectorError(
+            f"DAN_DETECTOR_PRECISION=int8 needs {INT8_WEIGHTS_FILE} in the '{WEIGHTS_PACKAGE}' "
+            "package folder (python -m bench.centerface_int8 writes it)"
+        )
+    if precision == "auto":
+        return "int8" if has_int8_weights() and not on_gpu else "float32"
+    return precision
 
 
 def load_calibration() -> BoxMapping:
@@ -88,6 +117,8 @@ class CenterFace:
         providers: list[str] | None = None,
         device_id: int = 0,
         box_mapping: BoxMapping | None = None,
+        precision: DetectorPrecision = "float32",
+        weights: Path | None = None,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -95,6 +126,13 @@ class CenterFace:
             raise ValueError(f"max_side must be at least {SIZE_MULTIPLE}, got {max_side}")
         self.threshold = threshold
         self.max_side = max_side
+        on_gpu = "CUDAExecutionProvider" in (providers or [])
+        # A graph given by path (the benchmarks) is what the caller says it is.
+        self.precision = (
+            resolve_precision(precision, on_gpu)
+            if weights is None
+            else ("float32" if precision == "auto" else precision)
+        )
         self.box_mapping = load_calibration() if box_mapping is None else box_mapping
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -106,14 +144,20 @@ class CenterFace:
                 (p, {"device_id": str(device_id)}) if p == "CUDAExecutionProvider" else p
                 for p in providers or ["CPUExecutionProvider"]
             ]
-            self.session = ort.InferenceSession(load_weights(), options, providers=chain)
+            graph = (
+                weights.read_bytes()
+                if weights is not None
+                else load_weights(INT8_WEIGHTS_FILE if self.precision == "int8" else WEIGHTS_FILE)
+            )
+            self.session = ort.InferenceSession(graph, options, providers=chain)
         except DetectorError:
             raise
         except Exception as e:  # onnxruntime raises its own types
             raise DetectorError(f"onnxruntime cannot load CenterFace: {e}") from None
         log.info(
-            "CenterFace loaded (%s, longer side <= %d px, threshold %.2f)",
+            "CenterFace loaded (%s, %s, longer side <= %d px, threshold %.2f)",
             self.session.get_providers()[0],
+            self.precision,
             max_side,
             threshold,
         )

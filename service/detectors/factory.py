@@ -31,9 +31,10 @@ def build_initialiser(settings: Settings, engine_provider: str) -> Initialiser:
     detector = CenterFace(
         threshold=settings.detector_threshold,
         max_side=settings.detector_max_side,
-        threads=settings.cpu_thread_count,
+        threads=settings.detector_threads or settings.cpu_thread_count,
         providers=providers,
         device_id=settings.cuda_device_id,
+        precision=settings.detector_precision,
     )
     return DetectorBoxes(
         detector,

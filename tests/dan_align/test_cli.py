@@ -171,19 +171,39 @@ def test_video_writes_a_line_per_frame_and_the_drawn_video(
     source, out, drawn = tmp_path / "clip.mp4", tmp_path / "landmarks.jsonl", tmp_path / "drawn.mp4"
     write_video(source, photos[0], 5)
     done = run(
-        "video", str(source), "--out", str(out), "--draw", str(drawn), "--url", align_service.url
+        "video",
+        *(str(source), "--out", str(out), "--draw", str(drawn), "--url", align_service.url),
+        "--no-smoothing",  # the landmarks as the model finds them: no lag to allow for
     )
     assert done.returncode == cli.EXIT_OK, done.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["frame"] for r in records] == [0, 1, 2, 3, 4]
     assert [r["time_s"] for r in records] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
     assert all(len(r["faces"]) == 1 for r in records)
+    # Through the stream: the face is followed (one track), after the first frame's detection.
+    assert {r["faces"][0]["track_id"] for r in records} == {1}
+    assert [r["faces"][0]["box_source"] for r in records] == ["detector"] + ["track"] * 4
     xs = [np.mean(np.asarray(r["faces"][0]["landmarks"])[:, 0]) for r in records]
     assert xs[-1] - xs[0] == pytest.approx(12.0, abs=3.0), "the landmarks follow the face"
     capture = cv2.VideoCapture(str(drawn))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
     capture.release()
-    assert "5 frames sent, 5 answered (5 faces), 0 refused" in done.stderr
+    assert "5 frames sent through one stream, 5 answered (5 faces), 0 refused" in done.stderr
+
+
+def test_video_through_align_one_request_a_frame(
+    align_service: Service, photos: list[Path], tmp_path: Path
+) -> None:
+    source, out = tmp_path / "clip.mp4", tmp_path / "landmarks.jsonl"
+    write_video(source, photos[0], 3)
+    done = run(
+        "video", str(source), "--out", str(out), "--via", "align", "--url", align_service.url
+    )
+    assert done.returncode == cli.EXIT_OK, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["faces"][0]["box_source"] for r in records] == ["detector"] * 3
+    assert all("track_id" not in r["faces"][0] for r in records)
+    assert "3 frames sent through /align, 3 answered" in done.stderr
 
 
 def test_video_every_and_max_frames(
@@ -209,10 +229,12 @@ def test_video_that_cannot_be_read_exits_2(tmp_path: Path) -> None:
         assert str(source) in done.stderr and "Traceback" not in done.stderr
 
 
-def test_video_help_says_frames_go_through_align() -> None:
+def test_video_help_says_frames_go_over_a_stream() -> None:
     done = run("video", "--help")
     assert done.returncode == 0
-    assert "no stream endpoint yet" in " ".join(done.stdout.split())
+    text = " ".join(done.stdout.split())
+    assert "send its frames over one stream (GET /align/stream" in text
+    assert "A service without the stream endpoint gets each frame as a POST /align" in text
 
 
 def test_serve_is_python_m_service() -> None:

@@ -15,6 +15,7 @@ from model.metadata import (
     BOX_CONVENTION,
     KEYS,
     REQUIRED_KEYS,
+    ConfidenceInfo,
     MetadataError,
     ModelMetadata,
     onnx_props,
@@ -37,6 +38,12 @@ def example() -> ModelMetadata:
         accuracy={"common": {"inter_ocular": 0.05}},
         weights_dtype="float16",
         licence="research only",
+        confidence=ConfidenceInfo(
+            threshold=0.7, method="a head", trained_on="crops", measured={"common": {"a": 1}}
+        ),
+        precision="int8",
+        calibration={"crops": 200, "method": "minmax"},
+        drift={"common_inter_ocular_points": 0.01},
     )
 
 
@@ -53,6 +60,14 @@ def test_every_field_has_one_key_and_the_props_read_back() -> None:
     assert (read.name, read.version, read.num_stages, read.accuracy) == (
         "m", "1.0.0", 2, {"common": {"inter_ocular": 0.05}}
     )  # fmt: skip
+    assert read.confidence is not None and read.confidence.to_dict() == {
+        "threshold": 0.7,
+        "output_name": "confidence",
+        "meaning": written.confidence.meaning if written.confidence else "",
+        "method": "a head",
+        "trained_on": "crops",
+        "measured": {"common": {"a": 1}},
+    }
 
 
 @pytest.mark.skipif(not RELEASED_MODEL.is_file(), reason=f"{RELEASED_MODEL} not found")
@@ -72,6 +87,7 @@ def test_optional_fields_may_be_absent_and_unreadable_descriptions_do_not_stop_a
     props = {key: value for key, value in example().to_onnx_props().items() if key in REQUIRED_KEYS}
     read = ModelMetadata.from_onnx_props(props)
     assert (read.num_stages, read.config, read.licence, read.accuracy) == (None, None, None, {})
+    assert read.confidence is None  # a model without a confidence output
     assert read.box_convention == BOX_CONVENTION  # format version 1's convention
     read = ModelMetadata.from_onnx_props(props | {"dan.accuracy": "{not json", "dan.config": "[1]"})
     assert (read.accuracy, read.config) == ({}, None)
@@ -90,6 +106,11 @@ def test_optional_fields_may_be_absent_and_unreadable_descriptions_do_not_stop_a
         ({"dan.input_size": "big"}, "dan.input_size must be an integer"),
         ({"dan.input_size": "4"}, "at least 8 px"),
         ({"dan.num_stages": "two"}, "dan.num_stages must be an integer"),
+        ({"dan.confidence": "{not json"}, "dan.confidence is not JSON"),
+        ({"dan.confidence": '{"meaning": "x"}'}, "dan.confidence must be a JSON object with a"),
+        ({"dan.confidence": '{"threshold": "high"}'}, "threshold must be a number"),
+        ({"dan.confidence": '{"threshold": 1.5}'}, r"threshold must be in \[0, 1\], got 1.5"),
+        ({"dan.confidence": '{"threshold": 0.5, "output_name": 3}'}, "output_name must be a"),
     ],
 )
 def test_bad_metadata_is_refused_saying_what_was_expected(

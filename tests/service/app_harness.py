@@ -36,7 +36,7 @@ from waiting import until as until  # re-exported: the tests of the app wait wit
 from model.arrays import FloatArray, GrayImage
 from service.app import ServiceState, create_app
 from service.config import Settings
-from service.engine import Engine
+from service.engine import Engine, FaceOutput
 from service.initialisation import FaceProposal, Initialiser, WholeImage
 
 BASE_URL = "http://dan-align.test"
@@ -75,7 +75,7 @@ class ControlledEngine(Engine):
     def release(self) -> None:
         self.gate.set()
 
-    def run_faces(self, crops: Sequence[GrayImage]) -> list[FloatArray | Exception]:
+    def run_faces(self, crops: Sequence[GrayImage]) -> list[FaceOutput | Exception]:
         self.batches.append(len(crops))
         self.entered.set()
         if not self.gate.wait(WAIT_S):

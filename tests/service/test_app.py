@@ -233,7 +233,17 @@ def test_metrics_move_as_requests_come(service: ServiceProcess, test_faces: list
     assert delta("dan_batches_total", outcome="ok") == delta("dan_batch_size_count")
     assert delta("dan_decode_duration_seconds_count") == 3
     assert (
-        after[("dan_model_info", (("name", "tiny"), ("provider", "cpu"), ("version", "0.0.1")))]
+        after[
+            (
+                "dan_model_info",
+                (
+                    ("name", "tiny"),
+                    ("precision", "float32"),
+                    ("provider", "cpu"),
+                    ("version", "0.0.1"),
+                ),
+            )
+        ]
         == 1
     )
     assert after[("dan_ready", ())] == 1
@@ -257,5 +267,10 @@ def test_openapi_documents_both_request_forms_and_every_error(service: ServicePr
     assert "queue_wait_too_long" in align["responses"]["503"]["description"]
     face = schema["components"]["schemas"]["Face"]
     assert face["properties"]["landmarks"]["minItems"] == 68
-    assert set(face["properties"]["box_source"]["enum"]) == {"request", "detector", "whole_image"}
+    assert set(face["properties"]["box_source"]["enum"]) == {
+        "request",
+        "detector",
+        "whole_image",
+        "track",
+    }
     assert "/health/ready" in schema["paths"] and "/metrics" in schema["paths"]

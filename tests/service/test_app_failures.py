@@ -29,7 +29,7 @@ from app_harness import (
     until,
 )
 
-from service.engine import NonFiniteOutputError
+from service.engine import FaceOutput, NonFiniteOutputError
 
 RETRY_AFTER = "7"  # app_harness.DEFAULTS
 NOISE = png(np.random.default_rng(0).integers(0, 256, (160, 160), dtype=np.uint8))
@@ -99,9 +99,9 @@ def test_a_face_whose_output_is_not_finite_fails_alone_not_the_others_of_its_bat
     settings = settings_for(nan_model, max_batch_size=2, max_wait_ms=0)
     engine = ControlledEngine(settings)
     black, lit = np.zeros((112, 112), np.uint8), np.full((112, 112), 90, np.uint8)
-    failed, landmarks = engine.run_faces([black, lit])
+    failed, answered = engine.run_faces([black, lit])
     assert isinstance(failed, NonFiniteOutputError)
-    assert isinstance(landmarks, np.ndarray) and np.isfinite(landmarks).all()
+    assert isinstance(answered, FaceOutput) and np.isfinite(answered.landmarks).all()
     with pytest.raises(RuntimeError, match="non-finite landmarks for 1 of 2 crops"):
         engine.run([black, lit])  # warm-up's check: any bad face fails it
 

@@ -27,7 +27,8 @@ def test_metrics_live_in_the_given_registry_and_move() -> None:
     assert value("dan_batches_total", {"outcome": "ok"}) == 1
     assert value("dan_batches_total", {"outcome": "failed"}) == 1
     assert value("dan_batches_total", {"outcome": "partial"}) == 1
-    assert value("dan_model_info", {"name": "tiny", "version": "0.0.1", "provider": "cpu"}) == 1
+    labels = {"name": "tiny", "version": "0.0.1", "provider": "cpu", "precision": "float32"}
+    assert value("dan_model_info", labels) == 1
     assert value("dan_queue_depth") == 5
     depth[0] = 2
     assert value("dan_queue_depth") == 2
@@ -42,7 +43,10 @@ def test_every_name_has_the_prefix_and_base_units() -> None:
     assert names and all(n.startswith("dan_") for n in names)
     assert not any(n.endswith(("_ms", "_milliseconds")) for n in names)
     histograms = {line.split()[2] for line in text.splitlines() if line.endswith(" histogram")}
-    assert histograms - {"dan_batch_size"} == {n for n in histograms if n.endswith("_seconds")}
+    # Counts and ratios have no unit: faces per batch, a face's confidence (issue 14's name).
+    unitless = {"dan_batch_size", "dan_face_confidence"}
+    assert unitless <= histograms
+    assert histograms - unitless == {n for n in histograms if n.endswith("_seconds")}
 
 
 def test_batch_buckets() -> None:
