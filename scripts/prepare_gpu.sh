@@ -11,7 +11,7 @@ PY=${PYTHON:-.venv/bin/python}
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 rm -rf .gpu/300w
 "$PY" -m training.pack --data-root "$DATA_ROOT" --out .gpu/300w
-tree_bytes=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1)
+tree_bytes=$(git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
 pack_bytes=$(du -sb .gpu | cut -f1)
 total=$(( tree_bytes + pack_bytes ))
 echo "working tree $(( tree_bytes / 1048576 )) MiB + .gpu $(( pack_bytes / 1048576 )) MiB = $(( total / 1048576 )) MiB (limit 64)"
