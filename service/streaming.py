@@ -29,12 +29,13 @@ answered is slowed down by TCP itself. The image limits of ``/align`` hold for e
 (a message longer than twice DAN_MAX_IMAGE_BYTES closes the stream with 1009).
 
 Close codes: 1000 after the client's close; 1001 ``shutting_down`` on SIGTERM, once the
-frames read were answered (``service.stream_protocol``); 1008 ``unauthorized`` is never
-sent: without a valid key (DAN_API_KEYS) the upgrade is refused with 401 before any
-stream opens; 1011 ``internal_error`` after an unexpected failure; 1013 (try again later)
-``too_many_streams`` when DAN_MAX_STREAMS are open, or ``not_ready`` while the model warms
-up; 4408 ``idle_timeout`` after DAN_STREAM_IDLE_TIMEOUT_S without a message while no frame
-is in progress. Metrics: ``service.stream_metrics``.
+frames read were answered (``service.stream_protocol``); without a valid key (DAN_API_KEYS)
+the upgrade is refused with 401 ``unauthorized`` before any stream opens (1008 on a server
+without the WebSocket denial extension); 1011 ``internal_error`` after an unexpected
+failure; 1013 (try again later) ``too_many_streams`` when DAN_MAX_STREAMS are open, or
+``not_ready`` while the model warms up; 4408 ``idle_timeout`` after
+DAN_STREAM_IDLE_TIMEOUT_S without a message while no frame is in progress. Metrics:
+``service.stream_metrics``.
 """
 
 from __future__ import annotations
@@ -239,7 +240,8 @@ class StreamHub:
         if refusal is not None:
             self.stream_metrics.closes.labels(refusal.label).inc()
             log.debug("stream refused: %s", refusal.reason)
-            await websocket.close(refusal.code, close_reason(refusal.reason))
+            with contextlib.suppress(WebSocketDisconnect):  # the client may be gone already
+                await websocket.close(refusal.code, close_reason(refusal.reason))
             return
         assert self.aligner is not None and self.model is not None
         session = StreamSession(self, self.aligner, self.model, websocket, event)

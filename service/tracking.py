@@ -409,8 +409,9 @@ async def align_frame(
         at = {j: i for i, j in covered.items()}
         again = [proposals[at[j]] for j in failing if j in at]
         extra: list[FaceProposal] = []
-        if not detect_now:  # this detection's new faces
-            extra = [p for i, p in enumerate(proposals) if i not in covered]
+        if not detect_now:  # this detection's new faces, as many as there is room for
+            room = max(tracker.options.max_faces - len(tracks) + len(failing), 0)
+            extra = [p for i, p in enumerate(proposals) if i not in covered][:room]
         more = await loop.run_in_executor(aligner.executor, aligner.crops, gray, again + extra)
         outputs = await admission.run(ticket, [crop.pixels for crop in more])
         redone = [_aligned(p, c, r) for p, c, r in zip(again + extra, more, outputs, strict=True)]

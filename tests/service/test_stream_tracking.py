@@ -39,11 +39,6 @@ def tracking_service(
         yield running
 
 
-@pytest.mark.xfail(
-    reason="issue 15, open: with the released 1.2.0 model the tracked crops of this synthetic path "
-    "fall back to the detector on most frames; tracking policy to be retuned",
-    strict=False,
-)
 def test_a_moving_face_is_followed_and_checked_by_the_detector(
     tracking_service: ServiceProcess, real_test_faces: list[Sample]
 ) -> None:

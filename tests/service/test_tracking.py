@@ -73,8 +73,8 @@ def test_the_prediction_goes_on_with_the_last_motion() -> None:
     start = shape()
     track = Track(1, start, LandmarkSmoother())
     np.testing.assert_array_equal(track.predicted(), start)  # no motion seen yet
-    track.follow((*start, 5.0, 0.0), None)
-    np.testing.assert_allclose(track.predicted(), (*start, 10.0, 0.0), atol=1e-9)
+    track.follow(start + np.array([5.0, 0.0]), None)
+    np.testing.assert_allclose(track.predicted(), start + np.array([10.0, 0.0]), atol=1e-9)
     turn = np.array([[np.cos(0.1), -np.sin(0.1), 0.0], [np.sin(0.1), np.cos(0.1), 0.0]])
     track = Track(1, start, LandmarkSmoother())
     track.follow(apply_affine(turn, start), None)
@@ -84,7 +84,7 @@ def test_the_prediction_goes_on_with_the_last_motion() -> None:
 def test_the_prediction_is_capped() -> None:
     start = shape(iod=60.0)
     track = Track(1, start, LandmarkSmoother())
-    track.follow((*start, 200.0, 0.0), None)  # a jump, not a motion to go on with
+    track.follow(start + np.array([200.0, 0.0]), None)  # a jump, not a motion to go on with
     shift = track.predicted().mean(axis=0) - track.landmarks.mean(axis=0)
     assert np.linalg.norm(shift) == pytest.approx(30.0)
 
