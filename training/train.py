@@ -376,7 +376,11 @@ def train_one_phase(r: Run, phase: Phase, p_index: int, state: PhaseState) -> Pa
         elapsed = time.perf_counter() - t_start
         progress = max(step / phase.steps, elapsed / budget if budget > 0 else 0.0)
         (progress,) = d.broadcast_floats([progress])
-        if progress >= 1.0:
+        # The step limit ends a phase here; the time budget ends it after a step, which then
+        # validates, so every phase ends on a validation point (a resumed phase that had
+        # already ended ends at once).
+        resumed_done = step == start_step and progress >= 1.0 and best_path.exists()
+        if step >= phase.steps or resumed_done:
             break
         lr = lr_at(phase, cfg, progress, step)
         for group in optimizer.param_groups:
