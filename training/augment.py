@@ -1,4 +1,4 @@
-"""Training crops: random mirroring and similarity perturbations of the initial shape.
+"""Training crops: random mirroring, similarity perturbations of the initial shape, appearance.
 
 A training crop is made as at test time (``model.crop``: the mean shape
 placed in a face box, the similarity from it to S0, a bilinear warp), except
@@ -8,6 +8,14 @@ N(0, translation_sd x the face's width / height). The translation is relative
 to the face, as the paper intends (the reference code draws it in 112-frame
 pixels but applies it in image pixels, which shrinks it for large faces; we do
 not reproduce that).
+
+Appearance changes (off unless asked for) then act on the crop's pixels only,
+never on the landmarks: contrast ~ N(1, contrast_sd) about the crop's mean
+grey, brightness ~ N(0, brightness_sd x 255), a Gaussian blur (sigma 0.5-1.5
+pixels) with blur_probability, grey noise ~ N(0, noise_sd x 255), and with
+occlusion_probability one rectangle of random grey (10-40% of the side per
+axis). They draw random numbers only when enabled, so a run without them
+reproduces one made before they existed.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -32,6 +41,52 @@ class Perturbation:
     translation_sd: float = 0.1  # fraction of the face's width (x) and height (y)
     min_scale: float = 0.5
     mirror_probability: float = 0.5
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """Pixel-level changes of a training crop; all zero (off) by default."""
+
+    brightness_sd: float = 0.0  # additive, fraction of 255
+    contrast_sd: float = 0.0  # multiplicative about the crop's mean, mean 1
+    blur_probability: float = 0.0
+    noise_sd: float = 0.0  # fraction of 255
+    occlusion_probability: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return any(
+            v > 0
+            for v in (
+                self.brightness_sd,
+                self.contrast_sd,
+                self.blur_probability,
+                self.noise_sd,
+                self.occlusion_probability,
+            )
+        )
+
+
+def change_appearance(crop: GrayImage, rng: np.random.Generator, a: Appearance) -> GrayImage:
+    """The crop (S, S) uint8 with the appearance changes of ``a`` drawn from ``rng``."""
+    if not a.enabled:
+        return crop
+    x: npt.NDArray[np.float32] = crop.astype(np.float32)
+    if a.contrast_sd > 0:
+        factor = max(0.2, rng.normal(1.0, a.contrast_sd))
+        x = ((x - x.mean()) * factor + x.mean()).astype(np.float32)
+    if a.brightness_sd > 0:
+        x = x + np.float32(rng.normal(0.0, a.brightness_sd * 255.0))
+    if a.blur_probability > 0 and rng.random() < a.blur_probability:
+        x = np.asarray(cv2.GaussianBlur(x, (0, 0), sigmaX=rng.uniform(0.5, 1.5)), np.float32)
+    if a.noise_sd > 0:
+        x = x + rng.normal(0.0, a.noise_sd * 255.0, size=x.shape).astype(np.float32)
+    if a.occlusion_probability > 0 and rng.random() < a.occlusion_probability:
+        side = x.shape[0]
+        h, w = (rng.uniform(0.1, 0.4, size=2) * side).astype(int)
+        top, left = rng.integers(0, side - h + 1), rng.integers(0, side - w + 1)
+        x[top : top + h, left : left + w] = rng.uniform(0.0, 255.0)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -89,6 +144,7 @@ class CropSampler:
         size: int,
         perturbation: Perturbation,
         seed: int,
+        appearance: Appearance | None = None,
     ) -> None:
         if not faces:
             raise ValueError("expected at least one training face")
@@ -97,6 +153,7 @@ class CropSampler:
         self.mean_shape = mean_shape
         self.size = size
         self.perturbation = perturbation
+        self.appearance = appearance or Appearance()
         self.rng = np.random.default_rng(seed)
 
     def sample(self, batch_size: int) -> tuple[npt.NDArray[np.uint8], FloatArray]:
@@ -107,7 +164,8 @@ class CropSampler:
         flips = self.rng.random(batch_size) < self.perturbation.mirror_probability
         for i, (k, flip) in enumerate(zip(picks, flips, strict=True)):
             face = self.mirrors[k] if flip else self.faces[k]
-            images[i, 0], targets[i] = make_crop(
+            crop, targets[i] = make_crop(
                 face, self.mean_shape, self.size, self.rng, self.perturbation
             )
+            images[i, 0] = change_appearance(crop, self.rng, self.appearance)
         return images, targets

@@ -82,6 +82,11 @@ class TrainConfig:
     rotation_sd: float = 20.0
     scale_sd: float = 0.25
     translation_sd: float = 0.1
+    brightness_sd: float = 0.0
+    contrast_sd: float = 0.0
+    blur_probability: float = 0.0
+    noise_sd: float = 0.0
+    occlusion_probability: float = 0.0
     mirror: bool = True
     norm_crops_per_image: int = 2
     # bookkeeping
@@ -123,10 +128,19 @@ class TrainConfig:
             ("--rotation-sd", self.rotation_sd),
             ("--scale-sd", self.scale_sd),
             ("--translation-sd", self.translation_sd),
+            ("--brightness-sd", self.brightness_sd),
+            ("--contrast-sd", self.contrast_sd),
+            ("--noise-sd", self.noise_sd),
             ("--finetune-minutes", self.finetune_minutes),
         ):
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+        for name, value in (
+            ("--blur-probability", self.blur_probability),
+            ("--occlusion-probability", self.occlusion_probability),
+        ):
+            if not 0 <= value <= 1:
+                raise ConfigError(f"{name} must be in [0, 1], got {value}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not self.widths or any(w < 1 for w in self.widths):
@@ -334,6 +348,36 @@ def get_args_parser() -> argparse.ArgumentParser:
         type=float,
         default=d.translation_sd,
         help="sd of the translation perturbation, as a fraction of the face's width/height",
+    )
+    a(
+        "--brightness-sd",
+        type=float,
+        default=d.brightness_sd,
+        help="sd of the additive brightness change of a training crop, as a fraction of 255",
+    )
+    a(
+        "--contrast-sd",
+        type=float,
+        default=d.contrast_sd,
+        help="sd of the contrast factor (mean 1) of a training crop about its mean grey",
+    )
+    a(
+        "--blur-probability",
+        type=float,
+        default=d.blur_probability,
+        help="probability of a Gaussian blur (sigma 0.5-1.5 px) of a training crop, in [0, 1]",
+    )
+    a(
+        "--noise-sd",
+        type=float,
+        default=d.noise_sd,
+        help="sd of grey noise added to a training crop, as a fraction of 255",
+    )
+    a(
+        "--occlusion-probability",
+        type=float,
+        default=d.occlusion_probability,
+        help="probability of one random grey rectangle over a training crop, in [0, 1]",
     )
     a("--no-mirror", dest="mirror", action="store_false", help="do not mirror training faces")
     a(

@@ -41,7 +41,7 @@ from model.config import DANConfig
 from model.dan import DAN
 from model.landmarks import mirror_landmarks
 from training import distributed
-from training.augment import CropSampler, Face, Perturbation, make_crop
+from training.augment import Appearance, CropSampler, Face, Perturbation, make_crop
 from training.checkpoint import init_from, load_checkpoint, save_checkpoint
 from training.config import ConfigError, TrainConfig, parse_config
 from training.dataset import Sample, holdout, load_split, read_gray
@@ -155,6 +155,16 @@ def perturbation_of(cfg: TrainConfig) -> Perturbation:
         cfg.scale_sd,
         cfg.translation_sd,
         mirror_probability=0.5 if cfg.mirror else 0.0,
+    )
+
+
+def appearance_of(cfg: TrainConfig) -> Appearance:
+    return Appearance(
+        cfg.brightness_sd,
+        cfg.contrast_sd,
+        cfg.blur_probability,
+        cfg.noise_sd,
+        cfg.occlusion_probability,
     )
 
 
@@ -483,7 +493,12 @@ def _train(cfg: TrainConfig, d: Distributed) -> Path:
     size = model.config.image_size
     # Each process draws its own crops; rank 0 draws what a single-process run draws.
     sampler = CropSampler(
-        data.train, mean_shape, size, perturbation_of(cfg), cfg.seed + 2 + 7919 * d.rank
+        data.train,
+        mean_shape,
+        size,
+        perturbation_of(cfg),
+        cfg.seed + 2 + 7919 * d.rank,
+        appearance_of(cfg),
     )
     model.to(d.device)
     if use_channels_last(cfg, d.device):

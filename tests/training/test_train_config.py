@@ -25,6 +25,8 @@ RECIPE = Path(__file__).resolve().parents[2] / "training" / "recipes" / "dan-300
         (["--stage-minutes", "5", "-1"], "--stage-minutes must be >= 0"),
         (["--init", "a.onnx", "--resume", "b.pt"], "--init and --resume exclude each other"),
         (["--widths", "8", "0", "8", "8"], "--widths needs positive conv widths"),
+        (["--noise-sd", "-0.1"], "--noise-sd must be a finite number >= 0, got -0.1"),
+        (["--occlusion-probability", "1.5"], "--occlusion-probability must be in [0, 1], got 1.5"),
     ],
 )
 def test_out_of_range_flags_are_refused_by_name(
