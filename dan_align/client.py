@@ -33,6 +33,7 @@ from typing import Any, Self
 import httpx
 import numpy as np
 
+from dan_align.closing import Closing
 from dan_align.errors import (
     ConnectionFailedError,
     InputError,
@@ -113,7 +114,7 @@ class _Common:
         return ConnectionFailedError(self.url, cause)
 
 
-class Client(_Common):
+class Client(_Common, Closing):
     """A synchronous client of one service; reuses its connections (close it, or use ``with``).
 
     ``transport`` and ``sleep`` replace httpx's transport and ``time.sleep`` (tests).
@@ -161,17 +162,6 @@ class Client(_Common):
 
     def close(self) -> None:
         self._http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class AsyncClient(_Common):

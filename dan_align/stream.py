@@ -27,13 +27,13 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
 from dan_align.client import DEFAULT_TIMEOUT_S, DEFAULT_URL, USER_AGENT, Boxes, boxes_list
+from dan_align.closing import Closing
 from dan_align.errors import (
     ConnectionFailedError,
     DanAlignError,
@@ -119,7 +119,7 @@ def options_message(
     return options
 
 
-class Stream:
+class Stream(Closing):
     """An open stream (use ``with``, or ``close`` it)."""
 
     def __init__(self, connection: ClientConnection, url: str, timeout: float) -> None:
@@ -177,17 +177,6 @@ class Stream:
 
     def close(self) -> None:
         self.connection.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def open_stream(

@@ -190,17 +190,25 @@ def test_a_model_failing_in_warm_up_stops_the_service(tiny_model: Path) -> None:
     asyncio.run(main())
 
 
+async def one_running_one_queued(
+    served: Served, engine: ControlledEngine
+) -> tuple[asyncio.Future[httpx.Response], asyncio.Future[httpx.Response]]:
+    """A request held in the (held) engine and one waiting in the queue behind it."""
+    engine.hold()
+    running = asyncio.ensure_future(post(served, NOISE))
+    await until(engine.entered.is_set, "the engine running a request")
+    queued = asyncio.ensure_future(post(served, NOISE))
+    await served.until_metric("dan_queue_depth", 1)
+    return running, queued
+
+
 def test_shutdown_answers_the_faces_queued_and_refuses_new_requests(tiny_model: Path) -> None:
     settings = settings_for(tiny_model, max_batch_size=1, max_wait_ms=0)
     engine = ControlledEngine(settings)
 
     async def main() -> None:
         async with serve(settings, engine) as served:
-            engine.hold()
-            running = asyncio.ensure_future(post(served, NOISE))
-            await until(engine.entered.is_set, "the engine running a request")
-            queued = asyncio.ensure_future(post(served, NOISE))
-            await served.until_metric("dan_queue_depth", 1)
+            running, queued = await one_running_one_queued(served, engine)
             served.start_shutdown()
             await until(lambda: served.state.admission.closing, "admission closed")
             detail = assert_error(await post(served, NOISE), 503, "shutting_down")
@@ -220,11 +228,7 @@ def test_past_the_shutdown_timeout_the_faces_not_answered_get_503(tiny_model: Pa
 
     async def main() -> None:
         async with serve(settings, engine) as served:
-            engine.hold()
-            running = asyncio.ensure_future(post(served, NOISE))
-            await until(engine.entered.is_set, "the engine running a request")
-            queued = asyncio.ensure_future(post(served, NOISE))
-            await served.until_metric("dan_queue_depth", 1)
+            running, queued = await one_running_one_queued(served, engine)
             await served.shut_down()  # gives up draining at once
             for answer in (await running, await queued):
                 detail = assert_error(answer, 503, "shutting_down")
