@@ -14,7 +14,6 @@ guessed time.
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -26,9 +25,9 @@ from typing import Any
 import httpx
 import numpy as np
 import onnx
+from encoded_images import png as png  # re-exported: the app tests upload with it
 from fastapi import FastAPI
 from onnx import TensorProto, helper, numpy_helper
-from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import WAIT_S
 from waiting import until as until  # re-exported: the tests of the app wait with it
@@ -154,12 +153,6 @@ def nan_for_black_model(like: Path, engine: Engine, path: Path) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
-
-
-def png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 @dataclass

@@ -8,15 +8,13 @@ its body is read (the connection is then closed); no key reaches the log.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image
+from encoded_images import noise_png
 from raw_http import (
     MULTIPART_TYPE,
     closed_by_server,
@@ -33,10 +31,7 @@ METRICS_KEY = "metrics-key-00112233445566778899"
 
 
 def face_png() -> bytes:
-    buffer = io.BytesIO()
-    pixels = np.random.default_rng(7).integers(0, 256, (160, 160), dtype=np.uint8)
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
+    return noise_png(7)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ without the 300-W data); the rest runs on synthetic faces too.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +19,8 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from encoded_images import png
 from group_photo import group_photo
-from PIL import Image
 from service_support import reference_landmarks, reference_session, serving
 
 from bench.serving import ServiceProcess
@@ -58,12 +57,6 @@ def centerface() -> CenterFace:
 @pytest.fixture(scope="module")
 def reference(tiny_model: Path) -> ort.InferenceSession:
     return reference_session(tiny_model)
-
-
-def png(gray: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(gray).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def align(service: ServiceProcess, data: bytes, boxes: Any = None) -> dict[str, Any]:

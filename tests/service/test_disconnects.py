@@ -8,14 +8,12 @@ withdrawn from the queue, never run.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from encoded_images import noise_png
 from raw_http import (
     MULTIPART_TYPE,
     connect,
@@ -32,10 +30,7 @@ BOX = [40.0, 40.0, 120.0, 120.0]
 
 
 def face_png() -> bytes:
-    buffer = io.BytesIO()
-    pixels = np.random.default_rng(3).integers(0, 256, (160, 160), dtype=np.uint8)
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
+    return noise_png(3)
 
 
 @pytest.fixture(scope="module")

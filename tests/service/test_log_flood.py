@@ -9,14 +9,12 @@ gets a few lines of the server's warning, not one per request.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
+from encoded_images import noise_png
 from raw_http import (
     MULTIPART_TYPE,
     connect,
@@ -35,10 +33,7 @@ BOX = [40.0, 40.0, 120.0, 120.0]
 
 
 def face_png() -> bytes:
-    buffer = io.BytesIO()
-    pixels = np.random.default_rng(4).integers(0, 256, (160, 160), dtype=np.uint8)
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
+    return noise_png(4)
 
 
 def test_refusals_are_counted_not_logged_and_invalid_http_is_rate_limited(

@@ -10,7 +10,6 @@ Each test waits for what it can observe (a metric, a closed socket), with a boun
 
 from __future__ import annotations
 
-import io
 import json
 import socket
 import time
@@ -18,9 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image
+from encoded_images import noise_png
 from raw_http import (
     MULTIPART_TYPE,
     closed_by_server,
@@ -43,10 +41,7 @@ SLACK_S = 10.0  # a loaded machine may be late, never early
 
 
 def face_png() -> bytes:
-    buffer = io.BytesIO()
-    pixels = np.random.default_rng(6).integers(0, 256, (160, 160), dtype=np.uint8)
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
+    return noise_png(6)
 
 
 @pytest.fixture(scope="module")
