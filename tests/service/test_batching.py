@@ -115,6 +115,19 @@ async def one(batcher: Batcher[int, int], value: int) -> Completed[int]:
     return result
 
 
+async def held_on_first_input(
+    max_batch_size: int,
+) -> tuple[Doubler, Batcher[int, int], list[asyncio.Future[Completed[int]]]]:
+    """A started batcher whose worker is held inside the batch function with input 1."""
+    infer = Doubler()
+    batcher = make(infer, max_batch_size=max_batch_size, max_wait_s=0.0)
+    batcher.start()
+    infer.hold()
+    running = batcher.submit([1])
+    await until(infer.entered.is_set, "the worker in the batch function")
+    return infer, batcher, running
+
+
 def test_concurrent_submissions_coalesce_into_batches_no_larger_than_the_maximum() -> None:
     async def main() -> tuple[list[Completed[int]], Doubler]:
         infer = Doubler(delay_s=0.02)
@@ -266,12 +279,7 @@ def test_the_worker_survives_an_error_outside_the_batch_function() -> None:
 
 def test_an_expired_input_is_not_run_and_its_caller_gets_expired() -> None:
     async def main() -> tuple[BaseException | Completed[int], Completed[int], Doubler]:
-        infer = Doubler()
-        batcher = make(infer, max_batch_size=4, max_wait_s=0.0)
-        batcher.start()
-        infer.hold()
-        running = batcher.submit([1])
-        await until(infer.entered.is_set, "the worker in the batch function")
+        infer, batcher, running = await held_on_first_input(max_batch_size=4)
         loop = asyncio.get_running_loop()
         (late,) = batcher.submit([2], expires_at=loop.time())  # expired when the worker comes
         on_time = batcher.submit([3])
@@ -291,12 +299,7 @@ def test_an_expired_input_is_not_run_and_its_caller_gets_expired() -> None:
 
 def test_a_caller_that_stops_waiting_withdraws_its_inputs() -> None:
     async def main() -> Doubler:
-        infer = Doubler()
-        batcher = make(infer, max_batch_size=1, max_wait_s=0.0)
-        batcher.start()
-        infer.hold()
-        running = batcher.submit([1])
-        await until(infer.entered.is_set, "the worker in the batch function")
+        infer, batcher, running = await held_on_first_input(max_batch_size=1)
         waiting = asyncio.ensure_future(batcher.run_many([2, 3]))
         await until(lambda: batcher.depth == 2, "two inputs queued")
         waiting.cancel()
@@ -339,12 +342,7 @@ def test_a_batcher_not_started_takes_nothing() -> None:
 
 def test_past_the_drain_timeout_the_running_batch_and_the_queue_are_dropped() -> None:
     async def main() -> tuple[list[BaseException | Completed[int]], float, Doubler]:
-        infer = Doubler()
-        batcher = make(infer, max_batch_size=1, max_wait_s=0.0)
-        batcher.start()
-        infer.hold()
-        running = batcher.submit([1])
-        await until(infer.entered.is_set, "the worker in the batch function")
+        infer, batcher, running = await held_on_first_input(max_batch_size=1)
         queued = batcher.submit([2, 3])
         started = time.perf_counter()
         await batcher.stop(timeout=0.05)
