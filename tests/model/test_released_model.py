@@ -27,6 +27,9 @@ from training.evaluate import OnnxModel, evaluate, predict
 from training.paths import DEFAULT_DATA_ROOT
 
 RELEASED_MODEL = Path(__file__).resolve().parents[2] / "model" / "dan-300w.onnx"
+RELEASED_INT8 = RELEASED_MODEL.with_suffix(".int8.onnx")  # training.quantize, at release
+INT8_MAX_DRIFT_POINTS = 0.05  # issue 16: inter-ocular within 0.05 points of the fp32 file
+INT8_MAX_LANDMARK_MOVE_PX = 0.5  # a landmark of the int8 file from the fp32 file's, 112-px crop
 GOLDEN = Path(__file__).with_name("golden_landmarks.json")
 GOLDEN_IMAGES = 3
 GOLDEN_TOLERANCE_PX = 0.01
@@ -83,6 +86,29 @@ def test_released_file_gives_its_golden_landmarks(data_root: Path) -> None:
     for name, points in golden["landmarks"].items():
         diff = np.abs(np.asarray(got[name]) - np.asarray(points)).max()
         assert diff <= GOLDEN_TOLERANCE_PX, f"{name}: landmarks moved by {diff:.4f} px"
+
+
+def test_the_int8_file_is_of_this_release_and_within_its_drift(data_root: Path) -> None:
+    if not RELEASED_INT8.is_file():
+        pytest.fail(f"{RELEASED_INT8} missing: scripts/release_model.sh writes it at release")
+    fp32, int8 = OnnxModel.load(RELEASED_MODEL, threads=1), OnnxModel.load(RELEASED_INT8, threads=1)
+    assert int8.metadata.compute_precision == "int8"
+    assert int8.metadata.version == fp32.metadata.version, "rerun training.quantize at release"
+    assert RELEASED_INT8.stat().st_size < 0.6 * RELEASED_MODEL.stat().st_size  # 10.1 / 19.4 MB
+    drift = int8.metadata.drift
+    assert drift is not None and drift["images"] == 554
+    assert abs(drift["difference_points"]["inter_ocular"]) <= INT8_MAX_DRIFT_POINTS
+    # And the file answers as its metadata says: close to the fp32 file on real faces.
+    samples = load_split(data_root, "common").samples[:GOLDEN_IMAGES]
+    images, boxes = [read_gray(s.image_path) for s in samples], []
+    for s in samples:
+        assert s.detector_box is not None, s.name
+        boxes.append(s.detector_box)
+    a = predict(fp32, images, boxes, batch_size=4)[:, -1]
+    b = predict(int8, images, boxes, batch_size=4)[:, -1]
+    scale = fp32.metadata.input_size / np.array([np.ptp(box[[0, 2]]) for box in boxes])
+    moved = (np.linalg.norm(a - b, axis=-1) * scale[:, None]).max()
+    assert moved <= INT8_MAX_LANDMARK_MOVE_PX, f"int8 landmarks moved {moved:.2f} crop px"
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ def detecting_service(
 
 @pytest.fixture(scope="module")
 def centerface() -> CenterFace:
-    return CenterFace(threshold=THRESHOLD, threads=1)
+    # The graph the service's default (DAN_DETECTOR_PRECISION=auto) takes on this machine.
+    return CenterFace(threshold=THRESHOLD, threads=1, precision="auto")
 
 
 @pytest.fixture(scope="module")
