@@ -82,6 +82,7 @@ class DAN(nn.Module):
         )
         self.connections = nn.ModuleList(Connection(config) for _ in range(config.num_stages - 1))
         self.frozen_stages: set[int] = set()
+        self.batch_norm_frozen = False
 
     def normalise(self, images: Tensor) -> Tensor:
         """Raw grayscale crops (B, 1, S, S) in [0, 255] -> per-pixel standardised."""
@@ -133,6 +134,12 @@ class DAN(nn.Module):
             self.frozen_stages.discard(stage)
         self.train(self.training)
 
+    def freeze_batch_norm(self, frozen: bool = True) -> None:
+        """Keep every batch normalisation in eval mode (its running statistics) in training too;
+        the weights still train. For fine-tuning stages whose statistics are already right."""
+        self.batch_norm_frozen = frozen
+        self.train(self.training)
+
     def train(self, mode: bool = True) -> DAN:
         super().train(mode)
         # A frozen stage keeps its batch-norm statistics and has no dropout.
@@ -140,6 +147,10 @@ class DAN(nn.Module):
             self.stages[stage].eval()
             if stage > 0:
                 self.connections[stage - 1].eval()
+        if self.batch_norm_frozen:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
 

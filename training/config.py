@@ -24,6 +24,7 @@ ScheduleChoice = Literal["constant", "cosine"]
 LossChoice = Literal["inter_pupil", "wing"]
 AmpChoice = Literal["auto", "bf16", "fp16", "off"]
 ToggleChoice = Literal["auto", "on", "off"]
+BatchNormChoice = Literal["update", "frozen"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 # Fields a resumed run may change: where things are and how much longer it may run. Every
@@ -70,6 +71,7 @@ class TrainConfig:
     finetune_steps: int = 0
     finetune_minutes: float = 0.0
     finetune_lr: float = 1e-4
+    finetune_batch_norm: BatchNormChoice = "update"
     batch_size: int = 64
     lr: float = 1e-3
     schedule: ScheduleChoice = "constant"
@@ -173,6 +175,7 @@ class TrainConfig:
             ("--heatmap-support", self.heatmap_support, HeatmapChoice),
             ("--schedule", self.schedule, ScheduleChoice),
             ("--loss", self.loss, LossChoice),
+            ("--finetune-batch-norm", self.finetune_batch_norm, BatchNormChoice),
             ("--amp", self.amp, AmpChoice),
             ("--channels-last", self.channels_last, ToggleChoice),
             ("--log-level", self.log_level, LogLevel),
@@ -297,6 +300,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         type=float,
         default=d.finetune_lr,
         help="peak learning rate of the fine-tuning",
+    )
+    a(
+        "--finetune-batch-norm",
+        choices=get_args(BatchNormChoice),
+        default=d.finetune_batch_norm,
+        help="batch normalisation during the fine-tuning: update its statistics from the "
+        "batches (as in the stage phases), or keep the trained stages' statistics frozen",
     )
     a(
         "--batch-size",

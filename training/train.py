@@ -61,6 +61,7 @@ class Phase:
     steps: int
     minutes: float
     lr: float
+    frozen_batch_norm: bool = False  # every batch norm keeps its running statistics
 
 
 @dataclass
@@ -118,6 +119,7 @@ def build_phases(cfg: TrainConfig) -> list[Phase]:
                 cfg.finetune_steps,
                 cfg.finetune_minutes,
                 cfg.finetune_lr,
+                frozen_batch_norm=cfg.finetune_batch_norm == "frozen",
             )
         )
     return phases
@@ -353,6 +355,7 @@ def train_one_phase(r: Run, phase: Phase, p_index: int, state: PhaseState) -> Pa
     best_path = cfg.output_dir / f"best_{phase.name}.pt"
     for s in range(model.config.num_stages):
         model.freeze_stage(s, s not in phase.trained)
+    model.freeze_batch_norm(phase.frozen_batch_norm)
     model.train()
     params = [p for s in phase.trained for p in model.stage_parameters(s)]
     optimizer = torch.optim.Adam(params, lr=phase.lr, weight_decay=cfg.weight_decay)

@@ -72,6 +72,29 @@ def test_frozen_stage_gets_no_update(mean_shape: np.ndarray) -> None:
     assert all(p.requires_grad for p in model.stages[0].parameters())
 
 
+def test_frozen_batch_norm_keeps_its_statistics_while_the_weights_train(
+    mean_shape: np.ndarray,
+) -> None:
+    model = _model(mean_shape)
+    model.freeze_batch_norm()
+    model.train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+    convs = [m for s in model.stages[:2] for m in s.modules() if isinstance(m, torch.nn.Conv2d)]
+    weights = [c.weight.detach().clone() for c in convs]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss = model(torch.rand(4, 1, 112, 112) * 255, num_stages=2)[-1].square().mean()
+    loss.backward()
+    optimizer.step()
+    state = model.state_dict()
+    for k, v in stats.items():
+        torch.testing.assert_close(state[k], v, msg=f"{k} moved")
+    assert convs and all(not torch.equal(c.weight, w) for c, w in zip(convs, weights, strict=True))
+    model.freeze_batch_norm(False)
+    assert all(m.training for m in norms)
+
+
 def test_config_round_trip_and_validation() -> None:
     assert DANConfig.from_json(TINY.to_json()) == TINY
     with pytest.raises(ValueError, match="num_stages"):

@@ -21,7 +21,7 @@ from training.dataset import load_split, read_gray
 from training.evaluate import evaluate
 from training.export import export
 from training.losses import landmark_loss
-from training.train import train
+from training.train import build_phases, train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -186,3 +186,11 @@ def test_training_runs_on_cuda_with_fp16_autocast(mini_300w: Path, tmp_path: Pat
     assert "cuda" in (run / "log.jsonl").read_text() or (run / "best.pt").is_file()
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["stage1_io"]) for r in log)
+
+
+@pytest.mark.parametrize(("flag", "frozen"), [("update", False), ("frozen", True)])
+def test_only_the_fine_tuning_phase_can_freeze_batch_norm(flag: str, frozen: bool) -> None:
+    cfg = parse_config(["--finetune-steps", "10", "--finetune-batch-norm", flag])
+    *stages, finetune = build_phases(cfg)
+    assert finetune.name == "finetune" and finetune.frozen_batch_norm is frozen
+    assert stages and not any(p.frozen_batch_norm for p in stages)
