@@ -14,7 +14,8 @@
 #   run(command="bash bench/gpu_check.sh", carry=[".gpu/ort/LASTPART"], timeout_s=420)
 # It prints those calls with the parts' names. With the full-width model/dan-300w.onnx (46 MB)
 # in the tree nothing is left for the parts (it stops, saying so); with the half-width release
-# model (19 MB) the wheel goes in parts of about 34 MiB, 8 calls. ORT_GPU_VERSION (default 1.31.1: CUDA 13, as the
+# model (19 MB) alone the wheel went in parts of about 34 MiB, 8 calls; with the int8 model and
+# detector graphs shipped beside it (a 38 MiB tree) in parts of 24 MiB, 12 calls. ORT_GPU_VERSION (default 1.31.1: CUDA 13, as the
 # GPU machine's torch) and PART_MIB (default: what fits) can be set.
 set -euo pipefail
 cd "$(dirname "$0")/.."

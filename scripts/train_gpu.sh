@@ -20,7 +20,7 @@ PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 if [ ! -f "$DATA/boxes.csv" ]; then
-    echo "no packed data at $DATA: run scripts/prepare_gpu.sh first and carry .gpu" >&2
+    echo "no packed data at $DATA: run scripts/prepare_gpu.sh first and carry .gpu/300w" >&2
     exit 2
 fi
 {
