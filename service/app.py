@@ -39,7 +39,7 @@ from model.arrays import GrayImage
 from model.pose import estimate_pose
 from service import demo_page, docs, imaging, streaming, uploads
 from service.admission import Admission, Limits, Ticket
-from service.auth import ApiKeyMiddleware, ApiKeys, Guard
+from service.auth import ApiKeyMiddleware, ApiKeys, Guard, document_security
 from service.batching import Batcher, BatchingError
 from service.config import DEFAULT_MAX_BATCH_CPU, DEFAULT_MAX_BATCH_GPU, Settings
 from service.detectors import factory as detectors
@@ -165,6 +165,7 @@ def create_app(
         Guard(ALIGN, ApiKeys(settings.align_keys), f"POST {ALIGN}"),
         Guard(METRICS, ApiKeys(settings.metrics_keys), f"GET {METRICS}"),
     ]
+    _document_guards(app, guards)
     app.add_middleware(ApiKeyMiddleware, guards=guards, answer=answers.response)
     app.add_middleware(UnexpectedErrorMiddleware, answers=answers)  # inside the metrics
     app.add_middleware(
@@ -303,6 +304,18 @@ ALIGN_REQUEST_BODY: dict[str, Any] = {
         },
     }
 }
+
+
+def _document_guards(app: FastAPI, guards: list[Guard]) -> None:
+    """``/openapi.json`` states the API keys the guards require (``service.auth``)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_security(generate(), guards)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _error_responses() -> dict[int | str, dict[str, Any]]:

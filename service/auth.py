@@ -7,7 +7,9 @@ page and the documentation are always open (probes need no key). A request
 without a valid key is answered 401 ``unauthorized`` with ``WWW-Authenticate``
 before its body is read. A presented key is compared with every configured key in
 constant time (SHA-256 digests, ``hmac.compare_digest``, no early exit), and no key
-is ever logged or put into an answer.
+is ever logged or put into an answer. ``document_security`` writes the same rules
+into the OpenAPI schema (the two ways to send a key, on the guarded operations), so
+generated clients and the Swagger page's Authorize button know them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.datastructures import Headers
 from starlette.responses import Response
@@ -73,6 +75,37 @@ class Guard:
 
     def covers(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
+
+
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "the API key as 'Authorization: Bearer KEY'",
+    },
+    "apiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "the API key as 'X-API-Key: KEY'",
+    },
+}
+
+
+def document_security(schema: dict[str, Any], guards: Iterable[Guard]) -> dict[str, Any]:
+    """``schema`` (an OpenAPI document, changed in place) with the keys the guards require:
+    the two ways to send one as security schemes, and on every operation of a guarded path
+    with keys, either of them as its security requirement. Open paths stay open."""
+    active = [g for g in guards if g.keys.required]
+    if not active:
+        return schema
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+    for path, operations in schema.get("paths", {}).items():
+        if any(g.covers(path) for g in active):
+            for operation in operations.values():
+                operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+    return schema
 
 
 class ErrorAnswer(Protocol):
