@@ -27,6 +27,7 @@ from raw_http import (
     multipart,
     read_answer,
     request_head,
+    until,
     until_metric,
 )
 from service_support import serving
@@ -133,10 +134,20 @@ def test_beyond_the_most_connections_the_server_answers_503(guarded: Any) -> Non
     try:
         for sock in held:  # each with a complete request's headers, its body never sent
             sock.sendall(request_head("POST", "/align", {"Content-Type": MULTIPART_TYPE}, 10_000))
-        with connect(guarded.port) as extra:
-            extra.sendall(request_head("GET", "/health/live"))
-            status, _, payload = read_answer(extra)
-        assert status == 503, payload
+        answers: list[tuple[int, bytes]] = []
+
+        def one_more_refused() -> bool:
+            # The kernel completes a connection before the server's accept loop takes it, so
+            # on a busy machine the server may not count all the held ones yet: a probe that
+            # it accepted under the limit is answered normally, and the next one is asked.
+            with connect(guarded.port) as extra:
+                extra.sendall(request_head("GET", "/health/live"))
+                status, _, payload = read_answer(extra)
+            answers.append((status, payload))
+            return status == 503
+
+        until(one_more_refused, "a connection beyond DAN_MAX_CONNECTIONS answered 503")
+        assert {status for status, _ in answers} <= {200, 503}, answers
     finally:
         for sock in held:
             sock.close()
