@@ -21,7 +21,6 @@ without ``dan.drift`` (measure it on a GPU: ``bench/gpu_check.sh``).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -30,11 +29,12 @@ from typing import Any
 import onnxruntime as ort
 
 from model.metadata import ModelMetadata, onnx_props
-from training.paths import DEFAULT_DATA_ROOT
 from training.quantize import (
     LAYER_GROUPS,
+    derived_file_parser,
     fold_fp16_weights,
     in_groups,
+    layer_groups,
     measure_drift,
     record_drift,
     write_metadata,
@@ -101,23 +101,9 @@ def cpu_can_run(path: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("model", type=Path, help="fp32 ONNX file written by training.export")
-    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="300-W root")
-    p.add_argument("--out", type=Path, required=True, help="the float16 file to write")
-    p.add_argument(
-        "--keep-fp32",
-        default="",
-        help=f"comma-separated layer groups left in float32 ({', '.join(LAYER_GROUPS)})",
-    )
-    p.add_argument("--no-measure", action="store_true", help="skip the drift measurement")
-    p.add_argument("--threads", type=int, default=0, help="evaluation threads (0: all cores)")
-    p.add_argument("--limit", type=int, default=0, help="drift on the first N images (0: all)")
+    p = derived_file_parser(__doc__, "float16", "")
     args = p.parse_args(argv)
-    groups = tuple(g.strip() for g in args.keep_fp32.split(",") if g.strip())
+    groups = layer_groups(args.keep_fp32)
     unknown = sorted(set(groups) - set(LAYER_GROUPS))
     if unknown:
         p.error(f"unknown layer group(s) {unknown}; known: {sorted(LAYER_GROUPS)}")

@@ -424,14 +424,38 @@ def record_drift(path: Path, drift: dict[str, Any]) -> None:
     onnx.save(proto, str(path))
 
 
-def get_args_parser() -> argparse.ArgumentParser:
+def derived_file_parser(
+    doc: str | None, written: str, keep_fp32_default: str, keep_fp32_note: str = ""
+) -> argparse.ArgumentParser:
+    """The arguments every converter of a released file shares (this module's int8 and
+    ``training.fp16``): the fp32 model, where the data is, the file ``written``, the layer
+    groups kept in float32, and the drift measurement's switches."""
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description=doc.split("\n\n")[0] if doc else None,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("model", type=Path, help="fp32 ONNX file written by training.export")
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="300-W root")
-    p.add_argument("--out", type=Path, required=True, help="the int8 file to write")
+    p.add_argument("--out", type=Path, required=True, help=f"the {written} file to write")
+    p.add_argument(
+        "--keep-fp32",
+        default=keep_fp32_default,
+        help=f"comma-separated layer groups left in float32 ({', '.join(LAYER_GROUPS)})"
+        + keep_fp32_note,
+    )
+    p.add_argument("--no-measure", action="store_true", help="skip the drift measurement")
+    p.add_argument("--threads", type=int, default=0, help="evaluation threads (0: all cores)")
+    p.add_argument("--limit", type=int, default=0, help="drift on the first N images (0: all)")
+    return p
+
+
+def layer_groups(text: str) -> tuple[str, ...]:
+    """``--keep-fp32``'s comma-separated groups, blanks dropped."""
+    return tuple(g.strip() for g in text.split(",") if g.strip())
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = derived_file_parser(__doc__, "int8", ",".join(DEFAULT_KEEP_FP32), "; '' for none")
     p.add_argument(
         "--calibration-images", type=int, default=200, help="training faces to calibrate on"
     )
@@ -450,22 +474,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--symmetric-activations", action="store_true", help="activation ranges about zero"
     )
     p.add_argument(
-        "--keep-fp32",
-        default=",".join(DEFAULT_KEEP_FP32),
-        help=f"comma-separated layer groups left in float32 ({', '.join(LAYER_GROUPS)}); "
-        "'' for none",
-    )
-    p.add_argument(
-        "--no-measure", action="store_true", help="skip the drift measurement (no dan.drift)"
-    )
-    p.add_argument(
         "--max-drift",
         type=float,
         default=None,
         help="fail (exit 1) when the inter-ocular drift exceeds this many points",
     )
-    p.add_argument("--threads", type=int, default=0, help="evaluation threads (0: all cores)")
-    p.add_argument("--limit", type=int, default=0, help="drift on the first N images (0: all)")
     return p
 
 
@@ -480,7 +493,6 @@ def main(argv: list[str] | None = None) -> int:
         ) from None
     if args.out.resolve() == args.model.resolve():
         raise SystemExit(f"--out must differ from the model ({args.model})")
-    groups = tuple(g for g in args.keep_fp32.split(",") if g.strip())
     try:
         options = QuantizeOptions(
             calibration_images=args.calibration_images,
@@ -489,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             per_channel=args.per_channel,
             activation_type=args.activation_type,
             symmetric_activations=args.symmetric_activations,
-            keep_fp32=tuple(g.strip() for g in groups),
+            keep_fp32=layer_groups(args.keep_fp32),
         )
     except ValueError as e:
         raise SystemExit(str(e)) from None
