@@ -65,16 +65,22 @@ def test_error_on_five_common_test_images_stays_below_the_release_bound(data_roo
     )
 
 
-def golden_answers(data_root: Path) -> dict[str, list[list[float]]]:
-    """The released file's landmarks (last stage, image pixels) on the first common photos."""
+def golden_photos(data_root: Path) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Names, grey images and boxes.csv boxes of the first common-test photos."""
     samples = load_split(data_root, "common").samples[:GOLDEN_IMAGES]
     boxes = []
     for s in samples:
         assert s.detector_box is not None, s.name
         boxes.append(s.detector_box)
+    return [s.name for s in samples], [read_gray(s.image_path) for s in samples], boxes
+
+
+def golden_answers(data_root: Path) -> dict[str, list[list[float]]]:
+    """The released file's landmarks (last stage, image pixels) on the first common photos."""
+    names, images, boxes = golden_photos(data_root)
     model = OnnxModel.load(RELEASED_MODEL, threads=1)
-    out = predict(model, [read_gray(s.image_path) for s in samples], boxes, batch_size=4)
-    return {s.name: out[i, -1].round(4).tolist() for i, s in enumerate(samples)}
+    out = predict(model, images, boxes, batch_size=4)
+    return {name: out[i, -1].round(4).tolist() for i, name in enumerate(names)}
 
 
 def test_released_file_gives_its_golden_landmarks(data_root: Path) -> None:
@@ -99,11 +105,7 @@ def test_the_int8_file_is_of_this_release_and_within_its_drift(data_root: Path) 
     assert drift is not None and drift["images"] == 554
     assert abs(drift["difference_points"]["inter_ocular"]) <= INT8_MAX_DRIFT_POINTS
     # And the file answers as its metadata says: close to the fp32 file on real faces.
-    samples = load_split(data_root, "common").samples[:GOLDEN_IMAGES]
-    images, boxes = [read_gray(s.image_path) for s in samples], []
-    for s in samples:
-        assert s.detector_box is not None, s.name
-        boxes.append(s.detector_box)
+    _, images, boxes = golden_photos(data_root)
     a = predict(fp32, images, boxes, batch_size=4)[:, -1]
     b = predict(int8, images, boxes, batch_size=4)[:, -1]
     scale = fp32.metadata.input_size / np.array([np.ptp(box[[0, 2]]) for box in boxes])
