@@ -20,6 +20,7 @@ reproduces one made before they existed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,16 +56,7 @@ class Appearance:
 
     @property
     def enabled(self) -> bool:
-        return any(
-            v > 0
-            for v in (
-                self.brightness_sd,
-                self.contrast_sd,
-                self.blur_probability,
-                self.noise_sd,
-                self.occlusion_probability,
-            )
-        )
+        return any(v > 0 for v in dataclasses.astuple(self))
 
 
 def change_appearance(crop: GrayImage, rng: np.random.Generator, a: Appearance) -> GrayImage:
