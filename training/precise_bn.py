@@ -32,17 +32,17 @@ from torch import Tensor, nn
 
 from model.dan import DAN
 
-log = logging.getLogger(__name__)
+
+def stage_parts(model: DAN, stage: int) -> list[nn.Module]:
+    """What stage ``stage`` (0-based) trains: its network and, after the first, its connection."""
+    return [model.stages[stage], *([model.connections[stage - 1]] if stage > 0 else [])]
 
 
 def stage_batch_norms(model: DAN, stage: int) -> list[nn.modules.batchnorm._BatchNorm]:
     """The batch norms of stage ``stage`` (0-based), its connection layers included."""
-    modules: list[nn.Module] = [model.stages[stage]]
-    if stage > 0:
-        modules.append(model.connections[stage - 1])
     return [
         m
-        for part in modules
+        for part in stage_parts(model, stage)
         for m in part.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm)
     ]
@@ -59,11 +59,10 @@ def recompute_statistics(
 
     Stages are done in order, each over a fresh ``inputs()``, since a stage's statistics
     change what the next one sees. The stage runs as it trains (dropout on: the statistics
-    its later layers were trained to expect; measured on the released model, averages taken
-    with dropout off put stage 2 at 4.31% instead of 3.90%), every other stage as at
-    inference. ``forward(x, num_stages)`` runs the model (default: plain
-    ``model(x, num_stages=...)``; the trainer passes its autocast). Returns the number of
-    input images averaged per stage; the model is left in eval mode.
+    its later layers were trained with), every other stage as at inference.
+    ``forward(x, num_stages)`` runs the model (default: plain ``model(x, num_stages=...)``;
+    the command passes its autocast). Returns the number of input images averaged per
+    stage; the model is left in eval mode.
     """
     run = forward or (lambda x, n: model(x, num_stages=n))
     model.eval()
@@ -71,9 +70,8 @@ def recompute_statistics(
     for stage in sorted(stages):
         norms = stage_batch_norms(model, stage)
         saved_momentum = [bn.momentum for bn in norms]
-        model.stages[stage].train()
-        if stage > 0:
-            model.connections[stage - 1].train()
+        for part in stage_parts(model, stage):
+            part.train()
         for bn in norms:
             bn.reset_running_stats()
             bn.momentum = None  # cumulative average over every batch
