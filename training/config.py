@@ -80,6 +80,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     loss: LossChoice = "inter_pupil"
     patience: int = 0
+    ema_decay: float = 0.0
     # augmentation
     rotation_sd: float = 20.0
     scale_sd: float = 0.25
@@ -143,6 +144,8 @@ class TrainConfig:
         ):
             if not 0 <= value <= 1:
                 raise ConfigError(f"{name} must be in [0, 1], got {value}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"--ema-decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not self.widths or any(w < 1 for w in self.widths):
@@ -345,6 +348,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         type=int,
         default=d.patience,
         help="stop a phase after this many validations without improvement (0: never)",
+    )
+    a(
+        "--ema-decay",
+        type=float,
+        default=d.ema_decay,
+        help="validate and keep an exponential moving average of the weights and batch-norm "
+        "statistics with this decay per step (e.g. 0.999; 0: the weights themselves)",
     )
     a(
         "--rotation-sd",

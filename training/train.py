@@ -10,7 +10,8 @@ end to end. Every phase has a step limit and optionally a wall-clock budget: the
 learning-rate schedule anneals over whichever runs out first, so a run can be
 planned to fit the time available. Validation (100 held-out training images,
 detector boxes) runs every ``--val-every`` steps; the best weights of each phase
-are kept. ``last.pt`` resumes an interrupted run (``--resume``, with the run's
+are kept (with ``--ema-decay``, the best of an average of the weights,
+``training.weight_average``). ``last.pt`` resumes an interrupted run (``--resume``, with the run's
 own flags; its random-number state included); ``--init`` starts from a
 checkpoint or from an exported ``.onnx`` model. Under ``torchrun
 --nproc-per-node N`` the same command trains data-parallel
@@ -49,6 +50,7 @@ from training.distributed import Distributed
 from training.losses import landmark_loss
 from training.mean_shape import canonical_mean_shape
 from training.metrics import normalised_errors
+from training.weight_average import WeightAverage
 
 log = logging.getLogger("training.train")
 
@@ -101,6 +103,7 @@ class PhaseState:
     elapsed: float = 0.0
     optimizer: dict[str, Any] | None = None
     rng: list[dict[str, Any]] = field(default_factory=list)  # one per process
+    average: dict[str, Any] | None = None  # WeightAverage.state() (--ema-decay)
 
 
 def build_phases(cfg: TrainConfig) -> list[Phase]:
@@ -346,6 +349,7 @@ def phase_state_of(saved: dict[str, Any]) -> PhaseState:
         elapsed=saved["elapsed"],
         optimizer=saved.get("optimizer"),
         rng=saved.get("rng", []),
+        average=saved.get("average"),
     )
 
 
@@ -367,6 +371,12 @@ def train_one_phase(r: Run, phase: Phase, p_index: int, state: PhaseState) -> Pa
         r.sampler.rng = np.random.default_rng(
             cfg.seed + 2 + 7919 * d.rank + 1000 * p_index + state.step
         )
+    # The average lives in the main process, the one that validates and saves.
+    average = (
+        WeightAverage(model, cfg.ema_decay, state.average)
+        if cfg.ema_decay > 0 and d.is_main
+        else None
+    )
     net: torch.nn.Module = model
     if d.active:
         net = DistributedDataParallel(
@@ -407,6 +417,8 @@ def train_one_phase(r: Run, phase: Phase, p_index: int, state: PhaseState) -> Pa
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
+        if average is not None:
+            average.update()
         loss_value = loss.item()
         step_seconds += time.perf_counter() - t0
         data_seconds += data_time
@@ -422,7 +434,11 @@ def train_one_phase(r: Run, phase: Phase, p_index: int, state: PhaseState) -> Pa
         state.rng = d.gather_objects(rng_state(r.sampler))
         patience_over = 0.0
         if d.is_main:
-            errors = validate(model, r.val, cfg, d.device, phase.run)
+            kept = model if average is None else average.model  # what this phase keeps
+            errors = validate(kept, r.val, cfg, d.device, phase.run)
+            if average is not None:  # the weights themselves, for comparison
+                raw = validate(model, r.val, cfg, d.device, phase.run)
+                errors |= {f"raw_{k}": v for k, v in raw.items()}
             score = errors[f"stage{phase.run}_io"]
             improved = score < state.best
             state.best, state.stale = (score, 0) if improved else (state.best, state.stale + 1)
@@ -454,7 +470,9 @@ def train_one_phase(r: Run, phase: Phase, p_index: int, state: PhaseState) -> Pa
                 "rng": state.rng,
             }
             if improved:
-                save_checkpoint(best_path, model, **saved)
+                save_checkpoint(best_path, kept, **saved)
+            if average is not None:
+                saved["average"] = average.state()
             save_checkpoint(
                 cfg.output_dir / "last.pt", model, optimizer=optimizer.state_dict(), **saved
             )

@@ -124,20 +124,42 @@ def _tiny_args(root: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly_where_the_run_stopped(mini_300w: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("average", [[], ["--ema-decay", "0.9"]], ids=["weights", "average"])
+def test_resume_continues_exactly_where_the_run_stopped(
+    mini_300w: Path, tmp_path: Path, average: list[str]
+) -> None:
     root = mini_300w
     straight = tmp_path / "straight"
-    train(parse_config(_tiny_args(root, straight, "--stage-steps", "4")))
+    train(parse_config(_tiny_args(root, straight, "--stage-steps", "4", *average)))
     stopped = tmp_path / "stopped"
-    train(parse_config(_tiny_args(root, stopped, "--stage-steps", "2")))
+    train(parse_config(_tiny_args(root, stopped, "--stage-steps", "2", *average)))
     saved = load_checkpoint(stopped / "last.pt")
     assert saved["step"] == 2 and len(saved["rng"]) == 1  # one process's random state
-    resume = ["--stage-steps", "4", "--resume", str(stopped / "last.pt")]
+    resume = ["--stage-steps", "4", "--resume", str(stopped / "last.pt"), *average]
     train(parse_config(_tiny_args(root, stopped, *resume)))
-    a = load_checkpoint(straight / "last.pt")["model"]
-    b = load_checkpoint(stopped / "last.pt")["model"]
-    for key, value in a.items():
-        torch.testing.assert_close(b[key], value, msg=key)  # same crops, same dropout, same Adam
+    a = load_checkpoint(straight / "last.pt")
+    b = load_checkpoint(stopped / "last.pt")
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, msg=key)  # same crops, dropout, Adam
+    if average:
+        assert a["average"]["updates"] == b["average"]["updates"] == 4
+        for key, value in a["average"]["model"].items():
+            torch.testing.assert_close(b["average"]["model"][key], value, msg=f"average {key}")
+
+
+def test_with_an_average_the_phase_keeps_the_average_and_logs_both(
+    mini_300w: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    train(parse_config(_tiny_args(mini_300w, run, "--stage-steps", "2", "--ema-decay", "0.9")))
+    (record,) = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert record["best"] == record["stage1_io"] != record["raw_stage1_io"]
+    last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
+    assert last["average"]["updates"] == 2
+    for key, value in last["average"]["model"].items():  # best.pt holds the average ...
+        assert torch.equal(best["model"][key], value), key
+    moved = [k for k, v in last["model"].items() if v.is_floating_point()]
+    assert any(not torch.equal(best["model"][k], last["model"][k]) for k in moved)  # ... not these
 
 
 def test_resume_refuses_flags_that_differ_from_the_run(mini_300w: Path, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ RECIPE = Path(__file__).resolve().parents[2] / "training" / "recipes" / "dan-300
         (["--widths", "8", "0", "8", "8"], "--widths needs positive conv widths"),
         (["--noise-sd", "-0.1"], "--noise-sd must be a finite number >= 0, got -0.1"),
         (["--occlusion-probability", "1.5"], "--occlusion-probability must be in [0, 1], got 1.5"),
+        (["--ema-decay", "1"], "--ema-decay must be in [0, 1) (0: off), got 1.0"),
     ],
 )
 def test_out_of_range_flags_are_refused_by_name(
