@@ -6,7 +6,9 @@
 # PYTEST_ARGS go to every run: e.g. --data-root=/nowhere (the synthetic faces, as a machine
 # without ../shared), or -m 'process and not slow' (without the emulated container build).
 # Stops at the first failing run (its output is the last thing printed); exit status 0 only if
-# all N runs passed. Environment: PYTHON (default .venv/bin/python).
+# all N runs passed. Environment: PYTHON (default .venv/bin/python); BURNERS (default 2): how
+# many CPU burners to start, 0 where something else already keeps the cores busy (a training
+# run's two threads at the same nice level load them as two burners do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:?usage: stress_process_tests.sh N [PYTEST_ARGS...]}
@@ -20,11 +22,12 @@ stop_burners() {
     done
 }
 trap stop_burners EXIT
-for _ in 1 2; do
+BURNERS=${BURNERS:-2}
+for _ in $(seq 1 "$BURNERS"); do
     "$PY" -c 'while True: pass' &
     burners+=("$!")
 done
-echo "two CPU burners running: pids ${burners[*]}"
+echo "$BURNERS CPU burners running: pids ${burners[*]:-none}"
 for run in $(seq 1 "$N"); do
     started=$SECONDS
     if ! "$PY" -m pytest -m process -p no:cacheprovider -q "$@"; then
@@ -33,4 +36,4 @@ for run in $(seq 1 "$N"); do
     fi
     echo "run $run of $N passed in $((SECONDS - started)) s"
 done
-echo "all $N runs passed beside two CPU burners"
+echo "all $N runs passed beside $BURNERS CPU burners"
