@@ -24,11 +24,12 @@ declare -A VARIANT=(
     [constant-lr]="--schedule constant"
     [wide-perturbation]="--rotation-sd 20 --scale-sd 0.25 --translation-sd 0.1"
     [heatmap-window]="--heatmap-support window"
+    [ema]="--ema-decay 0.999"  # logs the weights' own errors too (raw_stage1_io)
     [appearance]="--brightness-sd 0.08 --contrast-sd 0.2 --blur-probability 0.2 --noise-sd 0.02 --occlusion-probability 0.15"
 )
 mkdir -p "$OUT"
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(recipe paper-width wing batch64 constant-lr wide-perturbation heatmap-window appearance)
+[ ${#names[@]} -eq 0 ] && names=(recipe paper-width wing batch64 constant-lr wide-perturbation heatmap-window ema appearance)
 init_args=()
 [ "$INIT" != none ] && init_args=(--init "$INIT")
 specs=()
