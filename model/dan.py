@@ -88,27 +88,46 @@ class DAN(nn.Module):
         """Raw grayscale crops (B, 1, S, S) in [0, 255] -> per-pixel standardised."""
         return (images.float() - self.mean_image) / self.std_image
 
-    def forward(self, images: Tensor, num_stages: int | None = None) -> list[Tensor]:
-        """Landmarks (B, N, 2) after each of the first ``num_stages`` stages (default: all)."""
-        shapes, _ = self.forward_features(images, num_stages)
+    def forward(
+        self,
+        images: Tensor,
+        num_stages: int | None = None,
+        given: tuple[int, Tensor, Tensor] | None = None,
+    ) -> list[Tensor]:
+        """Landmarks (B, N, 2) after each of the first ``num_stages`` stages (default: all);
+        with ``given``, of the stages after the given ones only (see ``forward_features``)."""
+        shapes, _ = self.forward_features(images, num_stages, given)
         return shapes
 
     def forward_features(
-        self, images: Tensor, num_stages: int | None = None
+        self,
+        images: Tensor,
+        num_stages: int | None = None,
+        given: tuple[int, Tensor, Tensor] | None = None,
     ) -> tuple[list[Tensor], list[Tensor]]:
         """Each stage's landmarks (B, N, 2) and fc1 activations (B, fc_units), first ``num_stages``.
 
         The fc1 activations are what a stage passes on (its feature image); the confidence head
-        of ``training.confidence`` reads them.
+        of ``training.confidence`` reads them. ``given = (k, landmarks, fc1)``: the outputs of
+        the first k stages, computed before (``training.crop_pool`` caches those of frozen
+        stages); only stages k + 1 .. ``num_stages`` run, and only theirs are returned.
         """
         n = self.config.num_stages if num_stages is None else num_stages
         if not 1 <= n <= self.config.num_stages:
             raise ValueError(f"num_stages must be in [1, {self.config.num_stages}], got {n}")
         image = self.normalise(images)  # (B, 1, S, S)
-        ds, fc1 = self.stages[0](image)
-        shape = self.mean_shape + ds  # (B, N, 2)
-        shapes, features = [shape], [fc1]
-        for stage, connection in zip(self.stages[1:n], self.connections[: n - 1], strict=True):
+        if given is None:
+            ds, fc1 = self.stages[0](image)
+            shape = self.mean_shape + ds  # (B, N, 2)
+            done, shapes, features = 1, [shape], [fc1]
+        else:
+            done, shape, fc1 = given
+            if not 1 <= done < n:
+                raise ValueError(f"given outputs of stage k need 1 <= k < {n} stages, got {done}")
+            shapes, features = [], []
+        for stage, connection in zip(
+            self.stages[done:n], self.connections[done - 1 : n - 1], strict=True
+        ):
             x, aligned, A, t = connection(image, shape, fc1, self.mean_shape)
             ds, fc1 = stage(x)
             A_inv, t_inv = invert_similarity(A, t)

@@ -149,15 +149,19 @@ class CropSampler:
         self.rng = np.random.default_rng(seed)
 
     def sample(self, batch_size: int) -> tuple[npt.NDArray[np.uint8], FloatArray]:
-        """Crops (B, 1, S, S) uint8 and landmarks (B, 68, 2)."""
-        images = np.empty((batch_size, 1, self.size, self.size), dtype=np.uint8)
-        targets = np.empty((batch_size, self.faces[0].landmarks.shape[0], 2))
-        picks = self.rng.integers(0, len(self.faces), size=batch_size)
-        flips = self.rng.random(batch_size) < self.perturbation.mirror_probability
+        """Crops (B, 1, S, S) uint8 and landmarks (B, 68, 2) of randomly picked faces."""
+        return self.crops(self.rng.integers(0, len(self.faces), size=batch_size), self.rng)
+
+    def crops(
+        self, picks: npt.NDArray[np.int64], rng: np.random.Generator
+    ) -> tuple[npt.NDArray[np.uint8], FloatArray]:
+        """Perturbed crops (B, 1, S, S) uint8 and landmarks (B, 68, 2) of the faces ``picks``
+        (indices), each mirrored with the perturbation's probability."""
+        images = np.empty((len(picks), 1, self.size, self.size), dtype=np.uint8)
+        targets = np.empty((len(picks), self.faces[0].landmarks.shape[0], 2))
+        flips = rng.random(len(picks)) < self.perturbation.mirror_probability
         for i, (k, flip) in enumerate(zip(picks, flips, strict=True)):
             face = self.mirrors[k] if flip else self.faces[k]
-            crop, targets[i] = make_crop(
-                face, self.mean_shape, self.size, self.rng, self.perturbation
-            )
-            images[i, 0] = change_appearance(crop, self.rng, self.appearance)
+            crop, targets[i] = make_crop(face, self.mean_shape, self.size, rng, self.perturbation)
+            images[i, 0] = change_appearance(crop, rng, self.appearance)
         return images, targets

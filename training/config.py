@@ -81,6 +81,7 @@ class TrainConfig:
     loss: LossChoice = "inter_pupil"
     patience: int = 0
     ema_decay: float = 0.0
+    crop_pool: int = 0
     # augmentation
     rotation_sd: float = 20.0
     scale_sd: float = 0.25
@@ -120,6 +121,7 @@ class TrainConfig:
         _at_least("--finetune-steps", self.finetune_steps, 0)
         _at_least("--patience", self.patience, 0)
         _at_least("--threads", self.threads, 0)
+        _at_least("--crop-pool", self.crop_pool, 0)
         for name, value in (
             ("--lr", self.lr),
             ("--finetune-lr", self.finetune_lr),
@@ -355,6 +357,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=d.ema_decay,
         help="validate and keep an exponential moving average of the weights and batch-norm "
         "statistics with this decay per step (e.g. 0.999; 0: the weights themselves)",
+    )
+    a(
+        "--crop-pool",
+        type=int,
+        default=d.crop_pool,
+        help="phases training stage k > 1 (earlier stages frozen) draw this many crops per "
+        "training face once, run the frozen stages over them once and train from that pool "
+        "(training.crop_pool; 0: fresh crops and the frozen stages at every step)",
     )
     a(
         "--rotation-sd",

@@ -11,7 +11,9 @@ learning-rate schedule anneals over whichever runs out first, so a run can be
 planned to fit the time available. Validation (100 held-out training images,
 detector boxes) runs every ``--val-every`` steps; the best weights of each phase
 are kept (with ``--ema-decay``, the best of an average of the weights,
-``training.weight_average``). ``last.pt`` resumes an interrupted run (``--resume``, with the run's
+``training.weight_average``). With ``--crop-pool K`` a phase training stage
+k > 1 draws its crops from a fixed pool whose frozen-stage outputs were computed
+once (``training.crop_pool``). ``last.pt`` resumes an interrupted run (``--resume``, with the run's
 own flags; its random-number state included); ``--init`` starts from a
 checkpoint or from an exported ``.onnx`` model. Under ``torchrun
 --nproc-per-node N`` the same command trains data-parallel
@@ -45,6 +47,7 @@ from training import distributed
 from training.augment import Appearance, CropSampler, Face, Perturbation, make_crop
 from training.checkpoint import init_from, load_checkpoint, save_checkpoint
 from training.config import ConfigError, TrainConfig, parse_config
+from training.crop_pool import CropPool, FrozenStages, build_crop_pool
 from training.dataset import Sample, holdout, load_split, read_gray
 from training.distributed import Distributed
 from training.losses import landmark_loss
@@ -313,14 +316,73 @@ def lr_at(phase: Phase, cfg: TrainConfig, progress: float, step: int) -> float:
     return phase.lr * warm * cosine
 
 
+Given = tuple[int, torch.Tensor, torch.Tensor]  # DAN.forward's outputs of the frozen stages
+
+
 def batches(
-    sampler: CropSampler, batch_size: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
-    """Endless batches of fresh crops, with the seconds spent making each."""
+    sampler: CropSampler, batch_size: int, pool: CropPool | None, done: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, Given | None, float]]:
+    """Endless batches, fresh crops or from ``pool`` (whose rows carry the outputs of the first
+    ``done`` stages), with the seconds spent making each."""
     while True:
         t0 = time.perf_counter()
-        images, targets = sampler.sample(batch_size)
-        yield images, targets, time.perf_counter() - t0
+        if pool is None:
+            images, targets = sampler.sample(batch_size)
+            given = None
+        else:
+            batch = pool.sample(sampler.rng, batch_size)
+            images, targets = batch.images, batch.targets
+            given = (done, batch.shapes, batch.features)
+        yield images, targets, given, time.perf_counter() - t0
+
+
+def training_step(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: np.ndarray,
+    targets: np.ndarray,
+    given: Given | None,
+    cfg: TrainConfig,
+    device: torch.device,
+    run: int,
+) -> float:
+    """One optimiser step on a batch through the first ``run`` stages; returns the loss."""
+    x = to_input(images, cfg, device)
+    y = torch.from_numpy(targets).to(device, non_blocking=True).float()
+    if given is not None:
+        done, shapes, features = given
+        given = (done, shapes.to(device), features.to(device))
+    with autocast_context(cfg, device):
+        pred = net(x, num_stages=run, given=given)[-1]
+    loss = landmark_loss(pred, y, cfg.loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimizer.step()
+    return float(loss.item())
+
+
+def frozen_stages(model: DAN, cfg: TrainConfig, device: torch.device, done: int) -> FrozenStages:
+    """The outputs of the model's first ``done`` stages for uint8 crops, on the CPU."""
+
+    @torch.no_grad()
+    def run(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast_context(cfg, device):
+            shapes, features = model.forward_features(
+                to_input(images, cfg, device), num_stages=done
+            )
+        return shapes[-1].float().cpu(), features[-1].float().cpu()
+
+    return run
+
+
+def pool_for(r: Run, phase: Phase, p_index: int) -> CropPool | None:
+    """The crop pool of a phase that trains one stage after frozen ones (``--crop-pool``)."""
+    cfg, d = r.cfg, r.dist
+    if cfg.crop_pool == 0 or phase.run == 1 or phase.trained != (phase.run - 1,):
+        return None
+    frozen = frozen_stages(r.model, cfg, d.device, phase.run - 1)
+    seed = cfg.seed + 3 + 7919 * d.rank + 1000 * p_index
+    return build_crop_pool(r.sampler, cfg.crop_pool, seed, frozen)
 
 
 def rng_state(sampler: CropSampler) -> dict[str, Any]:
@@ -377,6 +439,7 @@ def train_one_phase(r: Run, phase: Phase, p_index: int, state: PhaseState) -> Pa
         if cfg.ema_decay > 0 and d.is_main
         else None
     )
+    pool = pool_for(r, phase, p_index)
     net: torch.nn.Module = model
     if d.active:
         net = DistributedDataParallel(
@@ -394,7 +457,8 @@ def train_one_phase(r: Run, phase: Phase, p_index: int, state: PhaseState) -> Pa
         dynamic_ncols=True,
     )
     loss_avg = float("nan")
-    for images, targets, data_time in batches(r.sampler, d.share_of(cfg.batch_size)):
+    share = d.share_of(cfg.batch_size)
+    for images, targets, given, data_time in batches(r.sampler, share, pool, phase.run - 1):
         # Rank 0's clock decides the schedule and the end, so every process takes the same step.
         elapsed = time.perf_counter() - t_start
         progress = max(step / phase.steps, elapsed / budget if budget > 0 else 0.0)
@@ -409,17 +473,9 @@ def train_one_phase(r: Run, phase: Phase, p_index: int, state: PhaseState) -> Pa
         for group in optimizer.param_groups:
             group["lr"] = lr
         t0 = time.perf_counter()
-        x = to_input(images, cfg, d.device)
-        y = torch.from_numpy(targets).to(d.device, non_blocking=True).float()
-        with autocast_context(cfg, d.device):
-            pred = net(x, num_stages=phase.run)[-1]
-        loss = landmark_loss(pred, y, cfg.loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
+        loss_value = training_step(net, optimizer, images, targets, given, cfg, d.device, phase.run)
         if average is not None:
             average.update()
-        loss_value = loss.item()
         step_seconds += time.perf_counter() - t0
         data_seconds += data_time
         step += 1

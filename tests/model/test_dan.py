@@ -103,3 +103,21 @@ def test_config_round_trip_and_validation() -> None:
         DANConfig(heatmap_support="disc")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown DANConfig fields"):
         DANConfig.from_dict({"stages": 2})
+
+
+def test_given_outputs_of_earlier_stages_give_the_later_stages_of_the_full_pass(
+    mean_shape: np.ndarray,
+) -> None:
+    model = _model(mean_shape)
+    images = torch.rand(2, 1, 112, 112) * 255
+    shapes, features = model.forward_features(images)
+    for done in (1, 2):
+        given = (done, shapes[done - 1], features[done - 1])
+        later, later_features = model.forward_features(images, given=given)
+        assert len(later) == 3 - done
+        for a, b in zip(later, shapes[done:], strict=True):
+            torch.testing.assert_close(a, b)
+        for a, b in zip(later_features, features[done:], strict=True):
+            torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match=r"given outputs of stage k need 1 <= k < 2 stages, got 2"):
+        model(images, num_stages=2, given=(2, shapes[1], features[1]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -145,6 +146,38 @@ def test_resume_continues_exactly_where_the_run_stopped(
         assert a["average"]["updates"] == b["average"]["updates"] == 4
         for key, value in a["average"]["model"].items():
             torch.testing.assert_close(b["average"]["model"][key], value, msg=f"average {key}")
+
+
+@pytest.mark.slow
+def test_stage_two_from_a_crop_pool_trains_and_resumes_exactly(
+    mini_300w: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def args(out: Path, *extra: str) -> list[str]:
+        return [
+            "--data-root", str(mini_300w), "--output-dir", str(out), *TINY, "--num-stages", "2",
+            "--schedule", "constant", "--batch-size", "4", "--val-every", "2", "--no-progress",
+            "--crop-pool", "2", *extra,
+        ]  # fmt: skip
+
+    straight = tmp_path / "straight"
+    with caplog.at_level(logging.INFO, logger="training.crop_pool"):
+        train(parse_config(args(straight, "--stage-steps", "2", "4")))
+    faces = len(load_split(mini_300w, "training").samples) - 2  # two held out for validation
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        f"crop pool: {2 * faces} crops"  # for stage 2 only: stage 1 has nothing frozen before it
+    ]
+    log = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
+    assert [(r["phase"], r["step"]) for r in log] == [
+        ("stage1", 2), ("stage2", 2), ("stage2", 4)
+    ]  # fmt: skip
+    stopped = tmp_path / "stopped"
+    train(parse_config(args(stopped, "--stage-steps", "2", "2")))
+    resume = ["--stage-steps", "2", "4", "--resume", str(stopped / "last.pt")]
+    train(parse_config(args(stopped, *resume)))  # the same pool again, then the same picks
+    a = load_checkpoint(straight / "last.pt")["model"]
+    b = load_checkpoint(stopped / "last.pt")["model"]
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value, msg=key)
 
 
 def test_with_an_average_the_phase_keeps_the_average_and_logs_both(
