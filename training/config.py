@@ -364,7 +364,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=d.crop_pool,
         help="phases training stage k > 1 (earlier stages frozen) draw this many crops per "
         "training face once, run the frozen stages over them once and train from that pool "
-        "(training.crop_pool; 0: fresh crops and the frozen stages at every step)",
+        "(training.crop_pool; built within the phase's --stage-minutes; 0: fresh crops and the "
+        "frozen stages at every step)",
     )
     a(
         "--rotation-sd",

@@ -439,7 +439,6 @@ def train_one_phase(r: Run, phase: Phase, p_index: int, state: PhaseState) -> Pa
         if cfg.ema_decay > 0 and d.is_main
         else None
     )
-    pool = pool_for(r, phase, p_index)
     net: torch.nn.Module = model
     if d.active:
         net = DistributedDataParallel(
@@ -447,6 +446,7 @@ def train_one_phase(r: Run, phase: Phase, p_index: int, state: PhaseState) -> Pa
         )
     budget = phase.minutes * 60.0
     t_start = time.perf_counter() - state.elapsed
+    pool = pool_for(r, phase, p_index)  # within the phase's time budget
     data_seconds = step_seconds = 0.0
     start_step = step = state.step
     bar = tqdm(
