@@ -21,16 +21,20 @@ import json
 import logging
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from training.augment import CropSampler
 from training.config import TrainConfig, parse_config
 from training.crop_pool import build_crop_pool
 from training.train import (
+    Given,
     appearance_of,
+    batches,
     build_or_resume_model,
     frozen_stages,
     load_data,
@@ -38,8 +42,6 @@ from training.train import (
     training_step,
     use_channels_last,
 )
-
-log = logging.getLogger("bench.training_step")
 
 
 def measure(cfg: TrainConfig, steps: int, rounds: int, per_face: int) -> dict[str, Any]:
@@ -67,24 +69,22 @@ def measure(cfg: TrainConfig, steps: int, rounds: int, per_face: int) -> dict[st
     pool = build_crop_pool(sampler, per_face, cfg.seed + 1, frozen_stages(model, cfg, device, 1))
     pool_s = time.perf_counter() - started
 
-    def timed(pooled: bool) -> float:
+    # The trainer's own batches: fresh crops, or pool rows carrying stage 1's outputs.
+    from_crops = batches(sampler, cfg.batch_size, None, 1)
+    from_pool = batches(sampler, cfg.batch_size, pool, 1)
+
+    def timed(source: Iterator[tuple[np.ndarray, np.ndarray, Given | None, float]]) -> float:
         t0 = time.perf_counter()
         for _ in range(steps):
-            if pooled:
-                batch = pool.sample(sampler.rng, cfg.batch_size)
-                images, targets = batch.images, batch.targets
-                given = (1, batch.shapes, batch.features)
-            else:
-                images, targets = sampler.sample(cfg.batch_size)
-                given = None
+            images, targets, given, _ = next(source)
             training_step(model, optimizer, images, targets, given, cfg, device, 2)
         return steps * cfg.batch_size / (time.perf_counter() - t0)
 
-    timed(False), timed(True)  # warm-up: one-off allocations, oneDNN kernel choice
+    timed(from_crops), timed(from_pool)  # warm-up: one-off allocations, oneDNN kernel choice
     fresh, pooled = [], []
     for _ in range(rounds):
-        fresh.append(timed(False))
-        pooled.append(timed(True))
+        fresh.append(timed(from_crops))
+        pooled.append(timed(from_pool))
     ratios = [p / f for p, f in zip(pooled, fresh, strict=True)]
     return {
         "widths": list(model.config.widths),

@@ -13,10 +13,10 @@ detector boxes) runs every ``--val-every`` steps; the best weights of each phase
 are kept (with ``--ema-decay``, the best of an average of the weights,
 ``training.weight_average``). With ``--crop-pool K`` a phase training stage
 k > 1 draws its crops from a fixed pool whose frozen-stage outputs were computed
-once (``training.crop_pool``). ``last.pt`` resumes an interrupted run (``--resume``, with the run's
-own flags; its random-number state included); ``--init`` starts from a
-checkpoint or from an exported ``.onnx`` model. Under ``torchrun
---nproc-per-node N`` the same command trains data-parallel
+once (``training.crop_pool``). ``last.pt`` resumes an interrupted run
+(``--resume``, with the run's own flags; its random-number state included);
+``--init`` starts from a checkpoint or from an exported ``.onnx`` model. Under
+``torchrun --nproc-per-node N`` the same command trains data-parallel
 (``training.distributed``).
 
 The shape of the file follows the torchvision reference scripts: ``load_data``,
