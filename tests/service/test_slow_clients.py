@@ -11,6 +11,8 @@ Each test waits for what it can observe (a metric, a closed socket), with a boun
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -132,33 +134,43 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_time(guarded: Any) ->
 def test_beyond_the_most_connections_the_server_answers_503(
     tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    # A server of its own whose body timeout outlasts the test: with the guarded server's 2 s,
-    # the held uploads were answered 408 and closed before a busy machine had them all counted,
-    # and the probes never met the limit (seen in a fresh-clone run).
+    # A server of its own whose header timeout outlasts the test, so the idle connections that
+    # fill it stay open until the test closes them.
     with serving(
         tmp_path_factory.mktemp("crowded"),
         model_path=tiny_model,
         detector="none",
         max_pending_requests=2,
-        body_timeout_ms=600_000,
+        header_timeout_s=600.0,
         max_connections=MAX_CONNECTIONS,
     ) as crowded:
-        answers = probe_beyond_the_limit(crowded.port)
+        answers = probe_beyond_the_limit(crowded.port, crowded.process.pid)
     assert {status for status, _ in answers} <= {200, 503}, answers
 
 
-def probe_beyond_the_limit(port: int) -> list[tuple[int, bytes]]:
-    """Hold MAX_CONNECTIONS uploads whose body never comes, then probe until one is refused."""
-    held = [connect(port) for _ in range(MAX_CONNECTIONS)]
+def probe_beyond_the_limit(port: int, server_pid: int) -> list[tuple[int, bytes]]:
+    """Hold MAX_CONNECTIONS connections open, then probe until one more is refused.
+
+    The server is paused while the held connections open (the kernel completes them), so it
+    accepts them all at once, as a busy machine's may. They send nothing: a request on one of
+    them would itself be checked against the limit, and after such an accept every one would
+    be refused and closed, and the probes would never meet the limit (held uploads did this
+    under load). Idle, they only count.
+    """
+    held: list[socket.socket] = []
     try:
-        for sock in held:  # each with a complete request's headers, its body never sent
-            sock.sendall(request_head("POST", "/align", {"Content-Type": MULTIPART_TYPE}, 10_000))
+        os.kill(server_pid, signal.SIGSTOP)
+        try:
+            held += (connect(port) for _ in range(MAX_CONNECTIONS))
+        finally:
+            os.kill(server_pid, signal.SIGCONT)
         answers: list[tuple[int, bytes]] = []
 
         def one_more_refused() -> bool:
             # The kernel completes a connection before the server's accept loop takes it, so
             # on a busy machine the server may not count all the held ones yet: a probe that
             # it accepted under the limit is answered normally, and the next one is asked.
+            # The held ones stay open, so the count only grows: this wait ends.
             with connect(port) as extra:
                 extra.sendall(request_head("GET", "/health/live"))
                 status, _, payload = read_answer(extra)
@@ -169,6 +181,10 @@ def probe_beyond_the_limit(port: int) -> list[tuple[int, bytes]]:
             until(one_more_refused, "a connection beyond DAN_MAX_CONNECTIONS answered 503")
         except AssertionError as e:
             raise AssertionError(f"{e}; the last probes' answers: {answers[-3:]}") from None
+        for sock in held:  # none was answered or closed: each one only counted
+            sock.settimeout(0.0)
+            with pytest.raises(BlockingIOError):
+                sock.recv(1)
         return answers
     finally:
         for sock in held:
