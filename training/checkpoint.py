@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -46,19 +47,39 @@ def load_weights(path: Path) -> tuple[DANConfig, dict[str, torch.Tensor]]:
     return DANConfig.from_dict(data["model_config"]), data["model"]
 
 
-def init_from(model: DAN, path: Path) -> None:
-    """Copy every matching weight of ``path`` into ``model`` (stages it lacks stay as they are)."""
+def stage_of(key: str) -> int | None:
+    """The 1-based stage a state-dict key belongs to (a connection belongs to the stage it
+    feeds: ``connections.0`` to stage 2); None for the model's own buffers (the mean shape and
+    the normalisation images)."""
+    part, _, rest = key.partition(".")
+    index = rest.partition(".")[0]
+    if part == "stages" and index.isdigit():
+        return int(index) + 1
+    if part == "connections" and index.isdigit():
+        return int(index) + 2
+    return None
+
+
+def init_from(model: DAN, path: Path, stages: Collection[int] = ()) -> None:
+    """Copy every matching weight of ``path`` into ``model`` (stages it lacks stay as they are).
+
+    ``stages`` (1-based; empty: all) limits the copy to those stages' weights: the others keep
+    their fresh initialisation. The model's own buffers (mean shape, normalisation images)
+    always come from ``path``: the copied stages were trained with them.
+    """
     config, state = load_weights(path)
     own = model.state_dict()
-    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    wanted = {k: v for k, v in state.items() if not stages or stage_of(k) in (None, *stages)}
+    loaded = {k: v for k, v in wanted.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(state) - set(loaded))
     own.update(loaded)
     model.load_state_dict(own)
     log.info(
-        "initialised %d tensors from %s (its config: %d stages); %d not used%s",
+        "initialised %d tensors from %s (its config: %d stages%s); %d not used%s",
         len(loaded),
         path,
         config.num_stages,
+        f"; stages {sorted(stages)} only" if stages else "",
         len(skipped),
         f": {skipped[:5]}..." if skipped else "",
     )

@@ -40,6 +40,7 @@ RESUMABLE_CHANGES = frozenset(
         "finetune_minutes",
         "threads",
         "init",
+        "init_stages",
         "resume",
         "progress",
         "log_level",
@@ -99,6 +100,7 @@ class TrainConfig:
     channels_last: ToggleChoice = "auto"
     threads: int = 0
     init: Path | None = None
+    init_stages: tuple[int, ...] = ()
     resume: Path | None = None
     progress: bool = True
     log_level: LogLevel = "INFO"
@@ -174,6 +176,12 @@ class TrainConfig:
             raise ConfigError(f"--stage-minutes must be >= 0, got {list(self.stage_minutes)}")
         if self.init is not None and self.resume is not None:
             raise ConfigError("--init and --resume exclude each other: a resume has its weights")
+        if self.init_stages and self.init is None:
+            raise ConfigError("--init-stages needs --init: the weights to take those stages from")
+        if any(not 1 <= s <= self.num_stages for s in self.init_stages):
+            raise ConfigError(
+                f"--init-stages must be in [1, {self.num_stages}], got {list(self.init_stages)}"
+            )
         for flag, choice, choices in (
             ("--train-boxes", self.train_boxes, BoxFrom),
             ("--val-boxes", self.val_boxes, BoxFrom),
@@ -438,6 +446,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="start from these weights: a checkpoint (.pt) or an exported model (.onnx)",
     )
     a(
+        "--init-stages",
+        type=int,
+        nargs="+",
+        default=list(d.init_stages),
+        help="take only these stages' weights (1-based) from --init; the others start fresh "
+        "(e.g. 1: a new stage 2 on a trained stage 1). Default: every stage the file has",
+    )
+    a(
         "--resume",
         type=Path,
         default=None,
@@ -457,7 +473,7 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     """Parse and check the command line; a bad value exits with argparse's usage message."""
     parser = get_args_parser()
     values = vars(parser.parse_args(argv))
-    for key in ("widths", "stages", "stage_steps", "stage_minutes"):
+    for key in ("widths", "stages", "stage_steps", "stage_minutes", "init_stages"):
         values[key] = tuple(values[key])
     cfg = TrainConfig(**values)
     try:

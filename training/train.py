@@ -239,7 +239,7 @@ def build_or_resume_model(
         torch.from_numpy(std_image).float(),
     )
     if cfg.init is not None:
-        init_from(model, cfg.init)
+        init_from(model, cfg.init, cfg.init_stages)
     return model, None
 
 

@@ -22,7 +22,7 @@ from training.dataset import load_split, read_gray
 from training.evaluate import evaluate
 from training.export import export
 from training.losses import landmark_loss
-from training.train import build_phases, train
+from training.train import build_or_resume_model, build_phases, load_data, train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -202,6 +202,25 @@ def test_resume_refuses_flags_that_differ_from_the_run(mini_300w: Path, tmp_path
     changed = _tiny_args(root, run, "--stage-steps", "4", "--resume", str(run / "last.pt"))
     with pytest.raises(ConfigError, match=r"lr: run 0\.001, now 0\.01"):
         train(parse_config([*changed, "--lr", "1e-2"]))
+
+
+def test_init_stages_takes_stage_1_and_starts_stage_2_fresh(
+    mini_300w: Path, tmp_path: Path
+) -> None:
+    two = ["--num-stages", "2", "--stages", "1", "2", "--stage-steps", "2", "2"]
+    trained = tmp_path / "trained"
+    train(parse_config(_tiny_args(mini_300w, trained, *two)))
+    source = load_checkpoint(trained / "best.pt")["model"]
+    assert source["stages.1.fc2.weight"].abs().sum() > 0  # stage 2 learned something
+    cfg = parse_config(
+        _tiny_args(mini_300w, tmp_path / "new", *two, "--init", str(trained / "best.pt"),
+                   "--init-stages", "1")
+    )  # fmt: skip
+    model, _ = build_or_resume_model(cfg, load_data(cfg))
+    state = model.state_dict()
+    for key in ("stages.0.fc2.weight", "stages.0.features.0.weight", "mean_shape", "std_image"):
+        assert torch.equal(state[key], source[key]), key
+    assert not state["stages.1.fc2.weight"].any()  # a fresh stage starts as the identity update
 
 
 @pytest.mark.slow

@@ -28,6 +28,8 @@ RECIPE = Path(__file__).resolve().parents[2] / "training" / "recipes" / "dan-300
         (["--noise-sd", "-0.1"], "--noise-sd must be a finite number >= 0, got -0.1"),
         (["--occlusion-probability", "1.5"], "--occlusion-probability must be in [0, 1], got 1.5"),
         (["--ema-decay", "1"], "--ema-decay must be in [0, 1) (0: off), got 1.0"),
+        (["--init-stages", "1"], "--init-stages needs --init"),
+        (["--init", "a.pt", "--init-stages", "3"], "--init-stages must be in [1, 2], got [3]"),
     ],
 )
 def test_out_of_range_flags_are_refused_by_name(
