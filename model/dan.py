@@ -136,12 +136,14 @@ class DAN(nn.Module):
             features.append(fc1)
         return shapes, features
 
+    def stage_modules(self, stage: int) -> list[nn.Module]:
+        """What stage ``stage`` (0-based) is made of: its network and, after the first, the
+        connection layers into it."""
+        return [self.stages[stage], *([self.connections[stage - 1]] if stage > 0 else [])]
+
     def stage_parameters(self, stage: int) -> list[nn.Parameter]:
         """Parameters trained with stage ``stage`` (0-based): its network and its connection."""
-        params = list(self.stages[stage].parameters())
-        if stage > 0:
-            params += list(self.connections[stage - 1].parameters())
-        return params
+        return [p for part in self.stage_modules(stage) for p in part.parameters()]
 
     def freeze_stage(self, stage: int, frozen: bool = True) -> None:
         """Stop (or restart) gradient updates of one stage; frozen stages also stay in eval mode."""
@@ -163,9 +165,8 @@ class DAN(nn.Module):
         super().train(mode)
         # A frozen stage keeps its batch-norm statistics and has no dropout.
         for stage in self.frozen_stages:
-            self.stages[stage].eval()
-            if stage > 0:
-                self.connections[stage - 1].eval()
+            for part in self.stage_modules(stage):
+                part.eval()
         if self.batch_norm_frozen:
             for m in self.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):

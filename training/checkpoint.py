@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +47,12 @@ def load_weights(path: Path) -> tuple[DANConfig, dict[str, torch.Tensor]]:
     return DANConfig.from_dict(data["model_config"]), data["model"]
 
 
-def stage_of(key: str) -> int | None:
-    """The 1-based stage a state-dict key belongs to (a connection belongs to the stage it
-    feeds: ``connections.0`` to stage 2); None for the model's own buffers (the mean shape and
-    the normalisation images)."""
-    part, _, rest = key.partition(".")
-    index = rest.partition(".")[0]
-    if part == "stages" and index.isdigit():
-        return int(index) + 1
-    if part == "connections" and index.isdigit():
-        return int(index) + 2
-    return None
+def stage_keys(model: DAN, stages: Iterable[int]) -> set[str]:
+    """The state-dict keys of ``stages`` (1-based): their networks and the connections into
+    them (``DAN.stage_modules``); never the model's own buffers (mean shape, normalisation)."""
+    names = {id(module): name for name, module in model.named_modules()}
+    prefixes = tuple(f"{names[id(m)]}." for s in stages for m in model.stage_modules(s - 1))
+    return {key for key in model.state_dict() if key.startswith(prefixes)}
 
 
 def init_from(model: DAN, path: Path, stages: Collection[int] = ()) -> None:
@@ -69,7 +64,8 @@ def init_from(model: DAN, path: Path, stages: Collection[int] = ()) -> None:
     """
     config, state = load_weights(path)
     own = model.state_dict()
-    wanted = {k: v for k, v in state.items() if not stages or stage_of(k) in (None, *stages)}
+    others = stage_keys(model, set(range(1, model.config.num_stages + 1)) - set(stages))
+    wanted = {k: v for k, v in state.items() if not stages or k not in others}
     loaded = {k: v for k, v in wanted.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(state) - set(loaded))
     own.update(loaded)

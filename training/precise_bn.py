@@ -33,16 +33,11 @@ from torch import Tensor, nn
 from model.dan import DAN
 
 
-def stage_parts(model: DAN, stage: int) -> list[nn.Module]:
-    """What stage ``stage`` (0-based) trains: its network and, after the first, its connection."""
-    return [model.stages[stage], *([model.connections[stage - 1]] if stage > 0 else [])]
-
-
 def stage_batch_norms(model: DAN, stage: int) -> list[nn.modules.batchnorm._BatchNorm]:
     """The batch norms of stage ``stage`` (0-based), its connection layers included."""
     return [
         m
-        for part in stage_parts(model, stage)
+        for part in model.stage_modules(stage)
         for m in part.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm)
     ]
@@ -70,7 +65,7 @@ def recompute_statistics(
     for stage in sorted(stages):
         norms = stage_batch_norms(model, stage)
         saved_momentum = [bn.momentum for bn in norms]
-        for part in stage_parts(model, stage):
+        for part in model.stage_modules(stage):
             part.train()
         for bn in norms:
             bn.reset_running_stats()
