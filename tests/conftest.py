@@ -115,22 +115,12 @@ def mean_shape(any_data_root: Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, mean_shape: np.ndarray) -> Path:
     """A small random 2-stage DAN exported by training.export, as the service reads it."""
-    import torch
+    from tiny_dan import tiny_dan
 
-    from model.config import DANConfig
-    from model.dan import DAN
     from training.export import export
 
-    torch.manual_seed(0)
-    model = DAN(
-        DANConfig(widths=(8, 8, 8, 8), num_stages=2),
-        mean_shape=torch.from_numpy(mean_shape).float(),
-        mean_image=torch.full((112, 112), 110.0),
-        std_image=torch.full((112, 112), 60.0),
-    )
-    model.eval()
     path = tmp_path_factory.mktemp("models") / "tiny.onnx"
-    export(model, path, name="tiny", version="0.0.1")
+    export(tiny_dan(mean_shape), path, name="tiny", version="0.0.1")
     return path
 
 

@@ -11,7 +11,9 @@ box-diagonal distances, AUC up to 0.08 and the failure rate at 0.08
 (inter-ocular), for the final stage and for every earlier stage; writes
 ``summary.json``, ``per_image.csv`` and ``ced.png``. ``--write-metadata``
 stores the summary in the model file's ``dan.accuracy`` metadata (the graph is
-left untouched).
+left untouched). ``--mirror-average`` measures test-time augmentation: every
+crop also goes through the network mirrored, and the two answers are averaged
+(twice the inference); it is a measurement, never what the service does.
 
 Needs no torch: the serving install (``pip install -e '.[cpu]'``) evaluates a
 model file. ``ced.png`` needs matplotlib and ``--write-metadata`` the onnx
@@ -38,6 +40,7 @@ import onnxruntime as ort
 
 from model.arrays import FloatArray, GrayImage
 from model.crop import crop_face, to_image
+from model.landmarks import mirror_landmarks
 from model.metadata import STAGE_OUTPUT_NAME, ModelMetadata, onnx_props, set_onnx_props
 from training.dataset import SPLITS, BoxFrom, load_split, read_gray
 from training.metrics import ced, normalised_errors, summarise
@@ -70,11 +73,22 @@ class OnnxModel:
         (out,) = self.session.run([STAGE_OUTPUT_NAME], {self.metadata.input_name: x})
         return np.asarray(out, dtype=np.float64)
 
+    def mirror_averaged_landmarks(self, crops: npt.NDArray[np.uint8]) -> FloatArray:
+        """``stage_landmarks`` averaged with the answers for the crops mirrored left-right."""
+        n, size = len(crops), crops.shape[-1]
+        out = self.stage_landmarks(np.concatenate([crops, crops[:, :, ::-1]]))
+        return 0.5 * (out[:n] + mirror_landmarks(out[n:], size))
+
 
 def predict(
-    model: OnnxModel, images: list[GrayImage], boxes: list[FloatArray], batch_size: int
+    model: OnnxModel,
+    images: list[GrayImage],
+    boxes: list[FloatArray],
+    batch_size: int,
+    mirror_average: bool = False,
 ) -> FloatArray:
     """Landmarks (M, stages, 68, 2) in image pixels, one face per (image, box)."""
+    run = model.mirror_averaged_landmarks if mirror_average else model.stage_landmarks
     mean_shape, size = model.metadata.mean_shape, model.metadata.input_size
     results = []
     for i in range(0, len(images), batch_size):
@@ -84,7 +98,7 @@ def predict(
                 images[i : i + batch_size], boxes[i : i + batch_size], strict=True
             )
         ]
-        out = model.stage_landmarks(np.stack([c.pixels for c in crops]))
+        out = run(np.stack([c.pixels for c in crops]))
         results += [to_image(o, c) for c, o in zip(crops, out, strict=True)]
     return np.stack(results)
 
@@ -141,6 +155,7 @@ def evaluate(
     batch_size: int = 16,
     threads: int = 0,
     limit: int = 0,
+    mirror_average: bool = False,
 ) -> dict[str, Any]:
     """Summary dict (also written to ``output_dir``) of the model on one split."""
     model = OnnxModel.load(model_path, threads)
@@ -153,7 +168,7 @@ def evaluate(
     t0 = time.perf_counter()
     images = [read_gray(s.image_path) for s in samples]
     face_boxes = [s.box(boxes) for s in samples]
-    pred = predict(model, images, face_boxes, batch_size)  # (M, stages, 68, 2)
+    pred = predict(model, images, face_boxes, batch_size, mirror_average)  # (M, stages, 68, 2)
     seconds = time.perf_counter() - t0
     target = np.stack([s.landmarks for s in samples])
     stages = pred.shape[1]
@@ -167,12 +182,14 @@ def evaluate(
         "subsets_present": list(data.present),
         "subsets_absent": list(data.absent),
         "boxes": boxes,
+        "mirror_average": mirror_average,
         **final,
         "stages": rows,
         "seconds": round(seconds, 2),
     }
     summary["report"] = (
-        f"{split}: {len(samples)} images, boxes from {boxes}; "
+        f"{split}: {len(samples)} images, boxes from {boxes}"
+        f"{', each averaged with its mirror' if mirror_average else ''}; "
         f"absent subsets: {', '.join(data.absent) or 'none'}\n{paper_table(rows)}"
     )
     if output_dir is not None:
@@ -259,6 +276,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images (0: all)")
     p.add_argument(
+        "--mirror-average",
+        action="store_true",
+        help="also run every crop mirrored and average the two answers (test-time "
+        "augmentation: twice the inference; refused with --write-metadata)",
+    )
+    p.add_argument(
         "--write-metadata",
         action="store_true",
         help="store the summary in the model's dan.accuracy metadata",
@@ -268,7 +291,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.write_metadata and args.mirror_average:
+        parser.error(
+            "--write-metadata records what the model file gives by itself; "
+            "--mirror-average measures something else"
+        )
     if args.write_metadata:
         try:
             import onnx  # noqa: F401  (checked before a long evaluation, used by write_accuracy)
@@ -286,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         args.batch_size,
         args.threads,
         args.limit,
+        args.mirror_average,
     )
     sys.stdout.write(summary["report"] + "\n")
     if args.write_metadata:

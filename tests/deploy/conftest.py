@@ -42,21 +42,12 @@ def served_model(tmp_path_factory: pytest.TempPathFactory, mean_shape: np.ndarra
     """The released model if it is there, else a tiny random DAN exported by training.export."""
     if RELEASED_MODEL.is_file():
         return RELEASED_MODEL
-    import torch
+    from tiny_dan import tiny_dan
 
-    from model.config import DANConfig
-    from model.dan import DAN
     from training.export import export
 
-    torch.manual_seed(0)
-    model = DAN(
-        DANConfig(widths=(8, 8, 8, 8), fc_units=32, num_stages=2),
-        mean_shape=torch.from_numpy(mean_shape).float(),
-        mean_image=torch.full((112, 112), 110.0),
-        std_image=torch.full((112, 112), 60.0),
-    ).eval()
     path = tmp_path_factory.mktemp("deploy-model") / "tiny.onnx"
-    export(model, path, name="tiny-deploy", version="0.0.1")
+    export(tiny_dan(mean_shape, fc_units=32), path, name="tiny-deploy", version="0.0.1")
     return path
 
 

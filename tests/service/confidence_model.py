@@ -1,6 +1,6 @@
 """Tiny exported models with a confidence output whose value the test chooses.
 
-The network is the tiny random DAN of ``tiny_model``; its confidence head
+The network is the tiny random DAN of ``tiny_model`` (``tiny_dan``); its confidence head
 (``training.confidence.ConfidenceHead``) is calibrated to a constant, ``a = 0``
 and ``b = logit(value)``, so every crop gets ``value``; exported by
 ``training.export`` with ``dan.confidence`` carrying ``threshold``.
@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tiny_dan import tiny_dan
 
-from model.config import DANConfig
-from model.dan import DAN
 from model.metadata import ConfidenceInfo
 from training.confidence import ConfidenceHead
 from training.export import export
@@ -25,15 +24,8 @@ def constant_confidence_model(
     path: Path, mean_shape: np.ndarray, value: float, threshold: float
 ) -> Path:
     """A tiny model whose confidence is ``value`` for every crop, its default ``threshold``."""
-    torch.manual_seed(0)
-    config = DANConfig(widths=(8, 8, 8, 8), num_stages=2)
-    model = DAN(
-        config,
-        mean_shape=torch.from_numpy(mean_shape).float(),
-        mean_image=torch.full((112, 112), 110.0),
-        std_image=torch.full((112, 112), 60.0),
-    ).eval()
-    head = ConfidenceHead(config.num_stages, config.fc_units)
+    model = tiny_dan(mean_shape)
+    head = ConfidenceHead(model.config.num_stages, model.config.fc_units)
     head.calibration.copy_(torch.tensor([0.0, math.log(value / (1.0 - value))]))
     info = ConfidenceInfo(threshold=threshold, method="constant (a test model)")
     export(model, path, name="tiny-confidence", version="0.0.1", confidence=(head.eval(), info))

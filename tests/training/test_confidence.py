@@ -10,9 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from tiny_dan import tiny_dan
 
-from model.config import DANConfig
-from model.dan import DAN
 from model.geometry import bounding_box
 from model.metadata import ModelMetadata, onnx_props
 from training.augment import Face
@@ -139,14 +138,7 @@ def test_platt_scaling_recovers_a_known_calibration() -> None:
 
 
 def _tiny_checkpoint(path: Path, mean_shape: np.ndarray) -> Path:
-    torch.manual_seed(1)
-    model = DAN(
-        DANConfig(widths=(8, 8, 8, 8), fc_units=16),
-        mean_shape=torch.from_numpy(mean_shape).float(),
-        mean_image=torch.full((112, 112), 110.0),
-        std_image=torch.full((112, 112), 60.0),
-    )
-    save_checkpoint(path, model.eval())
+    save_checkpoint(path, tiny_dan(mean_shape, fc_units=16, seed=1))
     return path
 
 

@@ -14,11 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import onnx
 import pytest
 
+from model.landmarks import mirror_landmarks
 from model.metadata import ModelMetadata, onnx_props
-from training.evaluate import evaluate, write_accuracy
+from training.evaluate import OnnxModel, evaluate, predict, write_accuracy
 
 REPO = Path(__file__).resolve().parents[2]
 # The train extra: absent from the serving install.
@@ -130,3 +133,57 @@ def test_write_accuracy_changes_only_the_accuracy(
     accuracy = ModelMetadata.from_onnx_props(after, model).accuracy
     assert accuracy["common"]["images"] == 2
     assert accuracy["common"]["inter_ocular"] == summary["inter_ocular"]
+
+
+@pytest.fixture(scope="module")
+def symmetric_tiny_model(tmp_path_factory: pytest.TempPathFactory, mean_shape: np.ndarray) -> Path:
+    """A small random 2-stage DAN whose mean shape is its own mirror image, and whose
+    answers depend on the face (random output layers; a new DAN's are zero)."""
+    import torch
+    from tiny_dan import tiny_dan
+
+    from training.export import export
+
+    model = tiny_dan(0.5 * (mean_shape + mirror_landmarks(mean_shape, 112)), seed=1)
+    with torch.no_grad():
+        for stage in model.stages:
+            stage.fc2.weight.normal_(std=0.05)
+    path = tmp_path_factory.mktemp("models") / "symmetric.onnx"
+    export(model, path, name="symmetric", version="0.0.1")
+    return path
+
+
+def test_the_mirror_average_answers_a_mirrored_face_with_the_mirrored_landmarks(
+    symmetric_tiny_model: Path,
+) -> None:
+    # With a symmetric mean shape, the crop of the mirrored image (mirrored box) is the
+    # mirrored crop: averaging each crop with its mirror must make the answers mirror
+    # each other, which the random network alone does not.
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (180, 200), dtype=np.uint8), (0, 0), 3)
+    width = image.shape[1]
+    box = np.array([40.0, 30.0, 150.0, 145.0])
+    mirrored_box = np.array([width - 1 - box[2], box[1], width - 1 - box[0], box[3]])
+    mirrored_image = np.ascontiguousarray(image[:, ::-1])
+    model = OnnxModel.load(symmetric_tiny_model, threads=1)
+
+    def gap(mirror_average: bool) -> float:
+        plain = predict(model, [image], [box], 1, mirror_average)[0]  # (stages, 68, 2)
+        flipped = predict(model, [mirrored_image], [mirrored_box], 1, mirror_average)[0]
+        return float(np.abs(mirror_landmarks(flipped, width) - plain).max())
+
+    assert gap(mirror_average=True) < 0.05 < 0.5 < gap(mirror_average=False)
+
+
+def test_mirror_average_is_reported_and_refused_with_write_metadata(
+    tiny_model: Path, data_root: Path
+) -> None:
+    summary = evaluate(tiny_model, data_root, "common", threads=1, limit=2, mirror_average=True)
+    assert summary["mirror_average"] is True
+    assert "each averaged with its mirror" in summary["report"]
+    plain = evaluate(tiny_model, data_root, "common", threads=1, limit=2)
+    assert plain["mirror_average"] is False
+    assert plain["inter_ocular"] != summary["inter_ocular"]
+    done = run_evaluate(str(tiny_model), "--limit=1", "--write-metadata", "--mirror-average")
+    assert done.returncode == 2
+    assert "--mirror-average measures something else" in done.stderr
