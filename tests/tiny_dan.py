@@ -14,7 +14,11 @@ from model.dan import DAN
 
 
 def tiny_dan(
-    mean_shape: np.ndarray, *, num_stages: int = 2, fc_units: int = 256, seed: int = 0
+    mean_shape: np.ndarray,
+    *,
+    num_stages: int = 2,
+    fc_units: int = DANConfig.fc_units,
+    seed: int = 0,
 ) -> DAN:
     """A random DAN (eval mode) with widths 8-8-8-8 around ``mean_shape`` (68, 2) for 112 px crops."""
     torch.manual_seed(seed)

@@ -83,16 +83,15 @@ def test_a_model_failing_in_warm_up_stops_the_service(
     tmp_path: Path, mean_shape: np.ndarray
 ) -> None:
     import torch
+    from tiny_dan import tiny_dan
 
-    from model.config import DANConfig
-    from model.dan import DAN
     from training.export import export
 
-    model = DAN(DANConfig(widths=(8, 8, 8, 8), num_stages=1), torch.from_numpy(mean_shape).float())
+    model = tiny_dan(mean_shape, num_stages=1)
     with torch.no_grad():
         model.stages[0].fc2.bias.fill_(float("nan"))  # a broken export: loads, but answers NaN
     path = tmp_path / "nan.onnx"
-    export(model.eval(), path, name="broken", version="0")
+    export(model, path, name="broken", version="0")
     code, log = run_to_exit(tmp_path, model_path=path)
     assert code == 1, log
     assert "warm-up failed, stopping the service: model returned non-finite landmarks" in log
