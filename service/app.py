@@ -407,6 +407,7 @@ def _add_routes(app: FastAPI) -> None:
             provider=engine.provider,
             precision=engine.info.compute_precision,
             max_batch_size=engine.max_batch_size,
+            mirror_average=engine.mirror_average,
             warmup_batch_sizes=list(state.warmup.batch_sizes),
             warmup_seconds=round(state.warmup.seconds, 4),
         )

@@ -174,6 +174,12 @@ class Settings(BaseSettings):
         "a request box is answered with status low_confidence; default: the model's own "
         "threshold (needs a model with a confidence output)",
     )
+    mirror_average: bool = Field(
+        default=False,
+        description="run each face's crop also mirrored left-right and answer the average of the "
+        "two (landmarks and confidence): lower error (3.62% -> 3.52% on 300-W common for model "
+        "1.2.0) for twice the model's work per face",
+    )
     # Start-up and shutdown.
     warmup_runs: int = Field(
         default=2, ge=1, le=100_000, description="full-batch runs before the service reports ready"

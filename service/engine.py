@@ -10,6 +10,10 @@ confidence (``FaceOutput.confidence`` None). Providers come from the
 settings: CPU with a set thread count, or CUDA / TensorRT with inputs and
 outputs bound to device buffers (IO binding) and batches padded to a few
 tuned sizes, each warmed up, so the GPU never meets a new shape while serving.
+With ``DAN_MIRROR_AVERAGE`` every batch runs twice, as it is and mirrored
+left-right, and each face is answered with the average of its two answers
+(the mirrored one mapped back by ``model.landmarks.mirror_landmarks``; the
+metadata check admits only the 68-point markup it permutes).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from model.arrays import FloatArray, GrayImage
+from model.landmarks import mirror_landmarks
 from model.metadata import MetadataError, ModelMetadata
 from service.batching import size_buckets
 from service.config import Settings
@@ -139,6 +144,7 @@ class Engine:
             None if self.info.confidence is None else self.info.confidence.output_name
         )
         self.min_confidence = min_confidence(settings, self.info)
+        self.mirror_average = settings.mirror_average
         self.on_gpu = self.provider != "cpu"
         self.max_batch_size = settings.batch_size_for(gpu=self.on_gpu)
         self.use_io_binding = self.on_gpu if settings.io_binding is None else settings.io_binding
@@ -153,7 +159,7 @@ class Engine:
         )
         self._bound: dict[int, _Bound] = {}
         log.info(
-            "loaded %s %s from %s on %s (%s threads, IO binding %s, batches up to %d)",
+            "loaded %s %s from %s on %s (%s threads, IO binding %s, batches up to %d%s)",
             self.info.name,
             self.info.version,
             path,
@@ -161,6 +167,7 @@ class Engine:
             settings.cpu_thread_count if not self.on_gpu else "-",
             "on" if self.use_io_binding else "off",
             self.max_batch_size,
+            ", each face also mirrored" if self.mirror_average else "",
         )
 
     def _check_signature(self) -> None:
@@ -230,19 +237,16 @@ class Engine:
             if crop.shape != (size, size):
                 raise ValueError(f"crop {i}: expected ({size}, {size}), got {crop.shape}")
             batch[i, 0] = crop
-        output, confidence = (
-            self._run_bound(batch) if self.use_io_binding else self._run_plain(batch)
-        )
-        landmarks = np.asarray(output[:count], dtype=np.float64)  # (count, 68, 2)
-        if landmarks.shape != (count, self.info.num_landmarks, 2):
-            raise RuntimeError(
-                f"model returned {landmarks.shape} for {count} crops, expected "
-                f"({count}, {self.info.num_landmarks}, 2)"
+        landmarks, confidence = self._infer(batch, count)
+        if self.mirror_average:
+            mirrored, mirrored_confidence = self._infer(
+                np.ascontiguousarray(batch[..., ::-1]), count
             )
+            landmarks = 0.5 * (landmarks + mirror_landmarks(mirrored, size))
+            if confidence is not None and mirrored_confidence is not None:
+                confidence = 0.5 * (confidence + mirrored_confidence)
         scores: list[float | None] = (
-            [None] * count
-            if confidence is None
-            else [float(c) for c in np.asarray(confidence[:count], dtype=np.float64)]
+            [None] * count if confidence is None else [float(c) for c in confidence]
         )
         return [
             FaceOutput(points, score)
@@ -256,6 +260,23 @@ class Engine:
             )
             for points, score in zip(landmarks, scores, strict=True)
         ]
+
+    def _infer(
+        self, batch: npt.NDArray[np.float32], count: int
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """One run of a padded batch (P, 1, S, S): landmarks (count, 68, 2) and confidence
+        (count,) or None, of its first ``count`` crops."""
+        output, confidence = (
+            self._run_bound(batch) if self.use_io_binding else self._run_plain(batch)
+        )
+        landmarks = np.asarray(output[:count], dtype=np.float64)
+        if landmarks.shape != (count, self.info.num_landmarks, 2):
+            raise RuntimeError(
+                f"model returned {landmarks.shape} for {count} crops, expected "
+                f"({count}, {self.info.num_landmarks}, 2)"
+            )
+        scores = None if confidence is None else np.asarray(confidence[:count], dtype=np.float64)
+        return landmarks, scores
 
     def _output_names(self) -> list[str]:
         names = [self.info.output_name]

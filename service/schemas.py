@@ -173,6 +173,11 @@ class Readiness(BaseModel):
         description="The model file's arithmetic: float32, float16 or int8 (its dan.precision)",
     )
     max_batch_size: int | None = None
+    mirror_average: bool | None = Field(
+        default=None,
+        description="Each face is also run mirrored and answered with the average "
+        "(DAN_MIRROR_AVERAGE)",
+    )
     warmup_batch_sizes: list[int] | None = Field(
         default=None, description="Batch sizes run during warm-up (the full batch included)"
     )

@@ -9,7 +9,8 @@ Two data roots, so that a test says what it needs:
 - ``any_data_root``: the real folder when it is there, else the small synthetic tree of
   ``synthetic_300w`` (drawn faces, the official layout) written once per session. For code
   paths: loading, cropping, decoding, serving, benchmarks, training steps (``test_faces``,
-  ``mean_shape``, ``tiny_model`` and ``mini_300w`` build on it, so they exist on any machine).
+  ``mean_shape``, ``tiny_model``, ``symmetric_tiny_model`` and ``mini_300w`` build on it, so
+  they exist on any machine).
 
 ``pytest --data-root=/nowhere`` runs the suite as a machine without the data does.
 """
@@ -121,6 +122,25 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, mean_shape: np.ndarray)
 
     path = tmp_path_factory.mktemp("models") / "tiny.onnx"
     export(tiny_dan(mean_shape), path, name="tiny", version="0.0.1")
+    return path
+
+
+@pytest.fixture(scope="session")
+def symmetric_tiny_model(tmp_path_factory: pytest.TempPathFactory, mean_shape: np.ndarray) -> Path:
+    """A small random 2-stage DAN whose mean shape is its own mirror image, and whose
+    answers depend on the face (random output layers; a new DAN's are zero)."""
+    import torch
+    from tiny_dan import tiny_dan
+
+    from model.landmarks import mirror_landmarks
+    from training.export import export
+
+    model = tiny_dan(0.5 * (mean_shape + mirror_landmarks(mean_shape, 112)), seed=1)
+    with torch.no_grad():
+        for stage in model.stages:
+            stage.fc2.weight.normal_(std=0.05)
+    path = tmp_path_factory.mktemp("models") / "symmetric.onnx"
+    export(model, path, name="symmetric", version="0.0.1")
     return path
 
 

@@ -27,3 +27,18 @@ def test_the_service_reproduces_the_evaluation(
     assert code == 0, report
     for key in COMPARED:
         assert abs(report["difference_points"][key]) <= 0.05, report
+
+
+def test_the_mirror_averaging_service_reproduces_the_mirror_averaged_evaluation(
+    symmetric_tiny_model: Path, any_data_root: Path, tmp_path: Path
+) -> None:
+    # A model whose answers depend on the face, so that mirror averaging changes them.
+    out, plain_out = tmp_path / "mirror.json", tmp_path / "plain.json"
+    args = [f"--model={symmetric_tiny_model}", f"--data-root={any_data_root}", "--limit=4"]
+    code = main([*args, "--mirror-average", f"--json={out}"])
+    report = json.loads(out.read_text())
+    assert report["mirror_average"] is True
+    assert code == 0, report
+    assert main([*args, f"--json={plain_out}"]) == 0
+    plain = json.loads(plain_out.read_text())
+    assert plain["service"]["inter_ocular"] != report["service"]["inter_ocular"]

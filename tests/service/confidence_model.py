@@ -30,3 +30,13 @@ def constant_confidence_model(
     info = ConfidenceInfo(threshold=threshold, method="constant (a test model)")
     export(model, path, name="tiny-confidence", version="0.0.1", confidence=(head.eval(), info))
     return path
+
+
+def varying_confidence_model(path: Path, mean_shape: np.ndarray) -> Path:
+    """A tiny model whose confidence differs from crop to crop: its head's linear layer keeps
+    its random initial weights (seeded), uncalibrated (``a = 1``, ``b = 0``)."""
+    model = tiny_dan(mean_shape)
+    head = ConfidenceHead(model.config.num_stages, model.config.fc_units)
+    info = ConfidenceInfo(threshold=0.5, method="random (a test model)")
+    export(model, path, name="tiny-confidence", version="0.0.1", confidence=(head.eval(), info))
+    return path

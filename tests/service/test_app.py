@@ -65,6 +65,7 @@ def test_live_and_ready(service: ServiceProcess) -> None:
     assert ready["model"] == {"name": "tiny", "version": "0.0.1"}
     assert ready["provider"] == "cpu"
     assert ready["max_batch_size"] == MAIN_SETTINGS["max_batch_size"]
+    assert ready["mirror_average"] is False
     assert ready["warmup_batch_sizes"] == [MAIN_SETTINGS["max_batch_size"]]  # a full batch
 
 

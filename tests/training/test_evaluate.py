@@ -135,24 +135,6 @@ def test_write_accuracy_changes_only_the_accuracy(
     assert accuracy["common"]["inter_ocular"] == summary["inter_ocular"]
 
 
-@pytest.fixture(scope="module")
-def symmetric_tiny_model(tmp_path_factory: pytest.TempPathFactory, mean_shape: np.ndarray) -> Path:
-    """A small random 2-stage DAN whose mean shape is its own mirror image, and whose
-    answers depend on the face (random output layers; a new DAN's are zero)."""
-    import torch
-    from tiny_dan import tiny_dan
-
-    from training.export import export
-
-    model = tiny_dan(0.5 * (mean_shape + mirror_landmarks(mean_shape, 112)), seed=1)
-    with torch.no_grad():
-        for stage in model.stages:
-            stage.fc2.weight.normal_(std=0.05)
-    path = tmp_path_factory.mktemp("models") / "symmetric.onnx"
-    export(model, path, name="symmetric", version="0.0.1")
-    return path
-
-
 def test_the_mirror_average_answers_a_mirrored_face_with_the_mirrored_landmarks(
     symmetric_tiny_model: Path,
 ) -> None:
