@@ -192,7 +192,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     info = engine.info
     decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
     state.decode_pool = decode_pool
-    state.metrics.set_model(info.name, info.version, engine.provider, info.compute_precision)
+    state.metrics.set_model(
+        info.name, info.version, engine.provider, info.compute_precision, engine.mirror_average
+    )
     batcher: Batcher[GrayImage, FaceOutput] = Batcher(
         engine.run_faces,
         max_batch_size=engine.max_batch_size,

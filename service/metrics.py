@@ -152,11 +152,25 @@ class ServiceMetrics:
             registry=r,
         )
 
-    def set_model(self, name: str, version: str, provider: str, precision: str = "float32") -> None:
-        """The model served: its name, version, execution provider and precision (float32,
-        float16 or int8: its ``dan.precision``)."""
+    def set_model(
+        self,
+        name: str,
+        version: str,
+        provider: str,
+        precision: str = "float32",
+        mirror_average: bool = False,
+    ) -> None:
+        """The model served: its name, version, execution provider, precision (float32,
+        float16 or int8: its ``dan.precision``) and whether each face is also run mirrored
+        (``DAN_MIRROR_AVERAGE``: ``"true"`` or ``"false"``)."""
         self.model.info(
-            {"name": name, "version": version, "provider": provider, "precision": precision}
+            {
+                "name": name,
+                "version": version,
+                "provider": provider,
+                "precision": precision,
+                "mirror_average": "true" if mirror_average else "false",
+            }
         )
 
     def record_confidence(self, confidences: Sequence[float], flagged: int, dropped: int) -> None:

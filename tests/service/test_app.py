@@ -238,6 +238,7 @@ def test_metrics_move_as_requests_come(service: ServiceProcess, test_faces: list
             (
                 "dan_model_info",
                 (
+                    ("mirror_average", "false"),
                     ("name", "tiny"),
                     ("precision", "float32"),
                     ("provider", "cpu"),

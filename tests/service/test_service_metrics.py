@@ -27,7 +27,13 @@ def test_metrics_live_in_the_given_registry_and_move() -> None:
     assert value("dan_batches_total", {"outcome": "ok"}) == 1
     assert value("dan_batches_total", {"outcome": "failed"}) == 1
     assert value("dan_batches_total", {"outcome": "partial"}) == 1
-    labels = {"name": "tiny", "version": "0.0.1", "provider": "cpu", "precision": "float32"}
+    labels = {
+        "name": "tiny",
+        "version": "0.0.1",
+        "provider": "cpu",
+        "precision": "float32",
+        "mirror_average": "false",
+    }
     assert value("dan_model_info", labels) == 1
     assert value("dan_queue_depth") == 5
     depth[0] = 2
