@@ -10,6 +10,10 @@ first file's, and the CPU time per face (all threads of this process): on a mach
 with other work the wall-clock rate is the share of the CPU this process got, the CPU time per
 face is nearly the same as on an idle machine, so ``cpu_ratio_to_first`` is the steadier
 comparison there. Speed claims between model files are made with this command.
+
+``--mirror-average both`` measures every file also as ``DAN_MIRROR_AVERAGE=true``
+serves it (each face run mirrored too), next to the plain run: the cost of that
+mode on this machine (``on``: that mode only).
 """
 
 from __future__ import annotations
@@ -19,13 +23,20 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from bench.load import EngineResult, measure_engine
 from training.paths import DEFAULT_DATA_ROOT
 
 if TYPE_CHECKING:
     from service.config import Provider
+
+MirrorChoice = Literal["off", "on", "both"]
+MIRROR_MODES: dict[MirrorChoice, tuple[bool, ...]] = {
+    "off": (False,),
+    "on": (True,),
+    "both": (False, True),
+}
 
 
 def compare(
@@ -36,11 +47,13 @@ def compare(
     provider: Provider,
     cpu_threads: int,
     max_batch_size: int | None,
+    mirror_average: MirrorChoice = "off",
 ) -> list[dict[str, float | str | int]]:
-    results: dict[Path, list[EngineResult]] = {m: [] for m in models}
+    runs = [(m, mirror) for m in models for mirror in MIRROR_MODES[mirror_average]]
+    results: dict[tuple[Path, bool], list[EngineResult]] = {run: [] for run in runs}
     for _ in range(rounds):
-        for m in models:
-            results[m].append(
+        for m, mirror in runs:
+            results[m, mirror].append(
                 measure_engine(
                     m,
                     data_root,
@@ -48,18 +61,20 @@ def compare(
                     provider=provider,
                     cpu_threads=cpu_threads,
                     max_batch_size=max_batch_size,
+                    mirror_average=mirror,
                 )
             )
-    base = statistics.median(r.faces_per_s for r in results[models[0]])
-    base_cpu = statistics.median(r.cpu_ms_per_face for r in results[models[0]])
+    base = statistics.median(r.faces_per_s for r in results[runs[0]])
+    base_cpu = statistics.median(r.cpu_ms_per_face for r in results[runs[0]])
     rows: list[dict[str, float | str | int]] = []
-    for m in models:
-        rs = results[m]
+    for m, mirror in runs:
+        rs = results[m, mirror]
         fps = statistics.median(r.faces_per_s for r in rs)
         cpu = statistics.median(r.cpu_ms_per_face for r in rs)
         rows.append(
             {
                 "model": str(m),
+                "mirror_average": str(mirror).lower(),
                 "provider": rs[0].provider,
                 "batch": rs[0].max_batch_size,
                 "faces_per_s": round(fps, 1),
@@ -85,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--cpu-threads", type=int, default=0, help="CPU provider threads (0 = all)")
     p.add_argument("--max-batch-size", type=int, default=None, help="default: the service's")
+    p.add_argument(
+        "--mirror-average",
+        choices=tuple(MIRROR_MODES),
+        default="off",
+        help="each file as DAN_MIRROR_AVERAGE=true serves it: on; both ways, in turns: both",
+    )
     p.add_argument("--json-out", type=Path, default=None, help="also write the rows here")
     args = p.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0:
@@ -97,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         args.provider,
         args.cpu_threads,
         args.max_batch_size,
+        args.mirror_average,
     )
     keys = list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]

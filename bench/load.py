@@ -326,8 +326,10 @@ def measure_engine(
     cpu_threads: int = 0,
     max_batch_size: int | None = None,
     images: int = 32,
+    mirror_average: bool = False,
 ) -> EngineResult:
-    """The raw engine on real crops: no HTTP, no decoding, no queue."""
+    """The raw engine on real crops: no HTTP, no decoding, no queue (``mirror_average``: as the
+    service runs it with ``DAN_MIRROR_AVERAGE``, each face also mirrored)."""
     from model.crop import crop_face
     from service.config import Settings
     from service.engine import Engine
@@ -338,6 +340,7 @@ def measure_engine(
         provider=provider,
         cpu_threads=cpu_threads,
         max_batch_size=max_batch_size,
+        mirror_average=mirror_average,
     )
     engine = Engine(settings)
     crops = [
@@ -389,6 +392,14 @@ def service_settings(args: argparse.Namespace) -> dict[str, object]:
         key, _, value = item.partition("=")
         settings[key.lower()] = value
     return settings
+
+
+def mirror_average_of(settings: dict[str, object]) -> bool:
+    """Whether ``settings`` (``service_settings``) turn DAN_MIRROR_AVERAGE on, read as the
+    service reads it."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(bool).validate_python(settings.get("mirror_average", False))
 
 
 def table(rows: Sequence[dict[str, float | int | str]]) -> str:
@@ -476,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no model at {args.model} (--model)")
     print(f"model {args.model}; data {args.data_root}")
     print("raw engine ...")
+    served = service_settings(args)
     engine = measure_engine(
         args.model,
         args.data_root,
@@ -484,13 +496,15 @@ def main(argv: list[str] | None = None) -> int:
         cpu_threads=args.cpu_threads,
         max_batch_size=args.max_batch_size,
         images=args.images,
+        # The engine runs as the server will: --set mirror_average=true doubles both.
+        mirror_average=mirror_average_of(served),
     )
     print(
         f"  {engine.provider}, batch {engine.max_batch_size}: single face {engine.single_face_ms:.2f} ms, "
         f"{engine.faces_per_s:.1f} faces/s at full batches"
     )
     print("python -m service ..." if args.url is None else f"service at {args.url} ...")
-    with service_url(args.url, service_settings(args)) as url:
+    with service_url(args.url, served) as url:
         if httpx.get(f"{url}/health/ready", timeout=10).status_code != 200:
             raise SystemExit(f"{url} is not ready")
         host, _, port_text = url.removeprefix("http://").rstrip("/").partition(":")

@@ -56,6 +56,32 @@ def test_engines_compares_model_files_in_one_run(
     rows = json.loads(out.read_text())
     assert [r["model"] for r in rows] == [str(tiny_model)] * 2
     assert rows[0]["ratio_to_first"] == 1.0 and rows[1]["faces_per_s"] > 0
+    assert [r["mirror_average"] for r in rows] == ["false", "false"]
+
+
+def test_engines_measures_each_file_with_and_without_mirror_averaging(
+    tiny_model: Path, any_data_root: Path, tmp_path: Path
+) -> None:
+    from bench.engines import main as engines_main
+
+    out = tmp_path / "engines.json"
+    args = [str(tiny_model), f"--data-root={any_data_root}", "--seconds=0.2", "--rounds=1"]
+    assert engines_main([*args, "--mirror-average=both", f"--json-out={out}"]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["model"], r["mirror_average"]) for r in rows] == [
+        (str(tiny_model), "false"),
+        (str(tiny_model), "true"),
+    ]
+    assert rows[0]["ratio_to_first"] == 1.0 and rows[1]["faces_per_s"] > 0
+
+
+def test_the_load_benchmark_s_engine_runs_as_its_server_does() -> None:
+    from bench.load import get_args_parser, mirror_average_of, service_settings
+
+    parse = get_args_parser().parse_args
+    assert not mirror_average_of(service_settings(parse([])))
+    assert mirror_average_of(service_settings(parse(["--set", "MIRROR_AVERAGE=true"])))
+    assert not mirror_average_of(service_settings(parse(["--set", "mirror_average=0"])))
 
 
 def test_a_mix_of_upload_sizes_scales_every_kth_image_and_its_box(any_data_root: Path) -> None:
