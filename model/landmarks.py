@@ -47,6 +47,12 @@ def mirror_landmarks(points: FloatArray, width: int) -> FloatArray:
     return mirrored
 
 
+def mirror_average(points: FloatArray, mirrored_points: FloatArray, width: int) -> FloatArray:
+    """The mean of landmarks (..., 68, 2) found on an image and of those found on the same
+    image flipped left-right (mapped back by ``mirror_landmarks``): test-time mirror averaging."""
+    return 0.5 * (np.asarray(points, dtype=np.float64) + mirror_landmarks(mirrored_points, width))
+
+
 def pupils(points: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Centres of the right and left eye (..., 2): the means of their six points."""
     return points[..., RIGHT_EYE, :].mean(axis=-2), points[..., LEFT_EYE, :].mean(axis=-2)

@@ -12,8 +12,8 @@ outputs bound to device buffers (IO binding) and batches padded to a few
 tuned sizes, each warmed up, so the GPU never meets a new shape while serving.
 With ``DAN_MIRROR_AVERAGE`` every batch runs twice, as it is and mirrored
 left-right, and each face is answered with the average of its two answers
-(the mirrored one mapped back by ``model.landmarks.mirror_landmarks``; the
-metadata check admits only the 68-point markup it permutes).
+(``model.landmarks.mirror_average``, as ``training.evaluate --mirror-average``;
+the metadata check admits only the 68-point markup it permutes).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from model.arrays import FloatArray, GrayImage
-from model.landmarks import mirror_landmarks
+from model.landmarks import mirror_average
 from model.metadata import MetadataError, ModelMetadata
 from service.batching import size_buckets
 from service.config import Settings
@@ -242,7 +242,7 @@ class Engine:
             mirrored, mirrored_confidence = self._infer(
                 np.ascontiguousarray(batch[..., ::-1]), count
             )
-            landmarks = 0.5 * (landmarks + mirror_landmarks(mirrored, size))
+            landmarks = mirror_average(landmarks, mirrored, size)
             if confidence is not None and mirrored_confidence is not None:
                 confidence = 0.5 * (confidence + mirrored_confidence)
         scores: list[float | None] = (

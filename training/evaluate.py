@@ -40,7 +40,7 @@ import onnxruntime as ort
 
 from model.arrays import FloatArray, GrayImage
 from model.crop import crop_face, to_image
-from model.landmarks import mirror_landmarks
+from model.landmarks import mirror_average
 from model.metadata import STAGE_OUTPUT_NAME, ModelMetadata, onnx_props, set_onnx_props
 from training.dataset import SPLITS, BoxFrom, load_split, read_gray
 from training.metrics import ced, normalised_errors, summarise
@@ -77,7 +77,7 @@ class OnnxModel:
         """``stage_landmarks`` averaged with the answers for the crops mirrored left-right."""
         n, size = len(crops), crops.shape[-1]
         out = self.stage_landmarks(np.concatenate([crops, crops[:, :, ::-1]]))
-        return 0.5 * (out[:n] + mirror_landmarks(out[n:], size))
+        return mirror_average(out[:n], out[n:], size)
 
 
 def predict(
