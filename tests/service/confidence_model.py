@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tiny_dan import tiny_dan
 
+from model.dan import DAN
 from model.metadata import ConfidenceInfo
 from training.confidence import ConfidenceHead
 from training.export import export
@@ -27,9 +28,9 @@ def constant_confidence_model(
     model = tiny_dan(mean_shape)
     head = ConfidenceHead(model.config.num_stages, model.config.fc_units)
     head.calibration.copy_(torch.tensor([0.0, math.log(value / (1.0 - value))]))
-    info = ConfidenceInfo(threshold=threshold, method="constant (a test model)")
-    export(model, path, name="tiny-confidence", version="0.0.1", confidence=(head.eval(), info))
-    return path
+    return _export(
+        model, head, ConfidenceInfo(threshold=threshold, method="constant (a test model)"), path
+    )
 
 
 def varying_confidence_model(path: Path, mean_shape: np.ndarray) -> Path:
@@ -37,6 +38,9 @@ def varying_confidence_model(path: Path, mean_shape: np.ndarray) -> Path:
     its random initial weights (seeded), uncalibrated (``a = 1``, ``b = 0``)."""
     model = tiny_dan(mean_shape)
     head = ConfidenceHead(model.config.num_stages, model.config.fc_units)
-    info = ConfidenceInfo(threshold=0.5, method="random (a test model)")
+    return _export(model, head, ConfidenceInfo(threshold=0.5, method="random (a test model)"), path)
+
+
+def _export(model: DAN, head: ConfidenceHead, info: ConfidenceInfo, path: Path) -> Path:
     export(model, path, name="tiny-confidence", version="0.0.1", confidence=(head.eval(), info))
     return path
