@@ -154,6 +154,15 @@ def run_network(
     )
 
 
+@dataclass(frozen=True)
+class Labelled:
+    """Crops, the network's outputs on them and the final stage's errors."""
+
+    crops: Crops
+    outputs: NetworkOutputs
+    errors: FloatArray
+
+
 def movement(shapes: Tensor) -> Tensor:
     """log(mean point movement of each stage after the first / inter-ocular distance of the last
     stage's shape): (B, K-1) for shapes (B, K, N, 2)."""
@@ -298,6 +307,23 @@ def fit_calibration(
     return float(w[0]), float(w[1])
 
 
+def fit_head(
+    outputs: NetworkOutputs,
+    errors: FloatArray,
+    held: Labelled,
+    config: DANConfig,
+    training: HeadTraining,
+    good: float = GOOD_ERROR,
+    bad: float = BAD_ERROR,
+) -> ConfidenceHead:
+    """A head trained on network outputs with their errors (M,), Platt-calibrated on the
+    held-out crops."""
+    head = train_head(outputs, soft_targets(errors, good, bad), config, training)
+    a, b = fit_calibration(head_logits(head, held.outputs), soft_targets(held.errors, good, bad))
+    head.calibration.copy_(torch.tensor([a, b]))
+    return head
+
+
 @dataclass(frozen=True)
 class SourceModel:
     """The network to add a head to, and the metadata it came with (None for a checkpoint)."""
@@ -349,8 +375,9 @@ def decode(samples: Sequence[Sample]) -> list[Face]:
     return faces
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+def add_head_args(p: argparse.ArgumentParser) -> None:
+    """The flags of the network, the data, the held-out split and the head's fit, shared with
+    ``training.confidence_study``."""
     a = p.add_argument
     a(
         "--model",
@@ -365,22 +392,6 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="300-W root (its training split is used)",
     )
     a("--box-file", type=Path, default=None, help="box file (default: found under --data-root)")
-    a(
-        "--out",
-        type=Path,
-        required=True,
-        help="ONNX file to write: the model with a confidence output",
-    )
-    a(
-        "--name",
-        default=None,
-        help="model name in the metadata (default: the source file's, else dan-300w)",
-    )
-    a(
-        "--version",
-        default=None,
-        help="model version in the metadata (default: the source file's, else 0.0.0)",
-    )
     a(
         "--validation-images",
         type=Path,
@@ -401,12 +412,6 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=0,
         help="seed of the held-out split (as training.train's), the crops and the head",
     )
-    a(
-        "--hidden",
-        type=int,
-        default=0,
-        help="hidden units of the head (0: logistic regression, the measured choice)",
-    )
     a("--epochs", type=int, default=HeadTraining.epochs, help="head training epochs")
     a(
         "--good",
@@ -426,14 +431,42 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=0.02,
         help="share of the held-out detector-box faces allowed below the default threshold",
     )
+    a("--limit", type=int, default=0, help="the first N training images only (0: all; for trials)")
+    a("--threads", type=int, default=0, help="onnxruntime and torch threads (0: all cores)")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    add_head_args(p)
+    a = p.add_argument
+    a(
+        "--out",
+        type=Path,
+        required=True,
+        help="ONNX file to write: the model with a confidence output",
+    )
+    a(
+        "--name",
+        default=None,
+        help="model name in the metadata (default: the source file's, else dan-300w)",
+    )
+    a(
+        "--version",
+        default=None,
+        help="model version in the metadata (default: the source file's, else 0.0.0)",
+    )
+    a(
+        "--hidden",
+        type=int,
+        default=0,
+        help="hidden units of the head (0: logistic regression, the measured choice)",
+    )
     a(
         "--threshold",
         type=float,
         default=None,
         help="default threshold to write instead of the chosen one",
     )
-    a("--limit", type=int, default=0, help="the first N training images only (0: all; for trials)")
-    a("--threads", type=int, default=0, help="onnxruntime and torch threads (0: all cores)")
     a(
         "--fp32",
         action="store_true",
@@ -442,29 +475,37 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-@dataclass(frozen=True)
-class Labelled:
-    """Crops, the network's outputs on them and the final stage's errors."""
-
-    crops: Crops
-    outputs: NetworkOutputs
-    errors: FloatArray
-
-
-def label(dan: DAN, faces: Sequence[Face], plan: CropPlan, seed: int, threads: int) -> Labelled:
-    size = dan.config.image_size
-    crops = cut_crops(faces, dan.mean_shape.double().numpy(), size, plan, seed)
+def label_crops(dan: DAN, crops: Crops, threads: int) -> Labelled:
+    """The network's outputs on crops and its final stage's errors."""
     outputs = run_network(dan, crops.pixels, threads)
     return Labelled(crops, outputs, crop_errors(outputs.shapes[:, -1], crops.landmarks))
 
 
-def build(args: argparse.Namespace) -> dict[str, Any]:
-    """Train, calibrate, export; the held-out summary."""
+def label(dan: DAN, faces: Sequence[Face], plan: CropPlan, seed: int, threads: int) -> Labelled:
+    crops = cut_crops(faces, dan.mean_shape.double().numpy(), dan.config.image_size, plan, seed)
+    return label_crops(dan, crops, threads)
+
+
+@dataclass(frozen=True)
+class HeadData:
+    """The network, the faces the head trains on and the held-out ones (each image and its
+    mirror), and the network's outputs on the crops of both."""
+
+    source: SourceModel
+    train_faces: list[Face]
+    held_faces: list[Face]
+    held_images: int
+    train: Labelled
+    held: Labelled
+
+
+def load_head_data(args: argparse.Namespace) -> HeadData:
+    """The flags of ``add_head_args`` -> the network run on the head's training crops
+    (``TRAINING_PLAN``) and on the held-out images' crops (``HELD_OUT_PLAN``)."""
     started = time.perf_counter()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     source = load_model(args.model)
-    dan, meta = source.dan, source.metadata
     split = load_split(args.data_root, "training", args.box_file)
     if not split.samples:
         raise SystemExit(f"no training images under {args.data_root} (looked for {split.absent})")
@@ -478,23 +519,28 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         len(train_samples),
         len(held_samples),
     )
-    train = label(dan, decode(train_samples), TRAINING_PLAN, args.seed, args.threads)
+    train_faces = decode(train_samples)
+    train = label(source.dan, train_faces, TRAINING_PLAN, args.seed, args.threads)
     held_faces = decode(held_samples)
     held_faces += [face.mirrored() for face in held_faces]
-    held = label(dan, held_faces, HELD_OUT_PLAN, args.seed + 1, args.threads)
+    held = label(source.dan, held_faces, HELD_OUT_PLAN, args.seed + 1, args.threads)
     log.info(
         "network run on %d crops (%.0f s so far)",
         len(train.crops) + len(held.crops),
         time.perf_counter() - started,
     )
+    return HeadData(source, train_faces, held_faces, len(held_samples), train, held)
+
+
+def build(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, calibrate, export; the held-out summary."""
+    started = time.perf_counter()
+    data = load_head_data(args)
+    dan, meta = data.source.dan, data.source.metadata
+    train, held = data.train, data.held
     training = HeadTraining(hidden=args.hidden, epochs=args.epochs, seed=args.seed)
-    head = train_head(
-        train.outputs, soft_targets(train.errors, args.good, args.bad), dan.config, training
-    )
-    a, b = fit_calibration(
-        head_logits(head, held.outputs), soft_targets(held.errors, args.good, args.bad)
-    )
-    head.calibration.copy_(torch.tensor([a, b]))
+    head = fit_head(train.outputs, train.errors, held, dan.config, training, args.good, args.bad)
+    a, b = (float(v) for v in head.calibration)
     confidence = predict(head, held.outputs)
     kinds = held.crops.kinds
     faces = kinds == BOX
@@ -510,14 +556,14 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         else choose_threshold(confidence[faces], args.face_rejection)
     )
     summary = summarise(confidence, held.errors, kinds, threshold)
-    summary["images"] = len(held_samples)  # each also mirrored: twice as many faces
+    summary["images"] = data.held_images  # each also mirrored: twice as many faces
     info = ConfidenceInfo(
         threshold=threshold,
         output_name=CONFIDENCE_OUTPUT_NAME,
         method=METHOD.format(good=args.good, bad=args.bad) + f"; calibration a={a:.4f} b={b:.4f}",
         trained_on=(
-            f"{len(train.crops)} crops of {len(train_samples)} 300-W training images; calibrated "
-            f"and thresholded on {len(held.crops)} crops of the {len(held_samples)} images held "
+            f"{len(train.crops)} crops of {len(data.train_faces)} 300-W training images; calibrated "
+            f"and thresholded on {len(held.crops)} crops of the {data.held_images} images held "
             "out from the network's training and their mirror images (the threshold: at most "
             f"{args.face_rejection:.0%} of their detector-box faces below it)"
         ),
