@@ -110,6 +110,8 @@ def plot(runs: dict[str, list[Point]], out: Path, title: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(runs) > len(colours):  # more runs than the cycle: one distinct colour each
+        colours = [plt.get_cmap("tab20")(i % 20) for i in range(len(runs))]
     for i, (label, points) in enumerate(runs.items()):
         colour = colours[i % len(colours)]
         for segment in sorted({p.segment for p in points}):
