@@ -44,12 +44,13 @@ from typing import Any, Literal
 import numpy as np
 
 from model.arrays import FloatArray
+from model.config import DANConfig
+from model.dan import DAN
 from training.augment import Appearance, Face, Perturbation, change_appearance
 from training.confidence import (
     HeadTraining,
     Labelled,
     NetworkOutputs,
-    SourceModel,
     add_head_args,
     fit_head,
     label_crops,
@@ -87,7 +88,7 @@ VARIANTS: tuple[tuple[HarderKind, ...], ...] = ((), ("moderate",), ("degraded",)
 
 
 def harder_crops(
-    source: SourceModel,
+    dan: DAN,
     faces: Sequence[Face],
     kind: HarderKind,
     per_face: int,
@@ -95,8 +96,7 @@ def harder_crops(
     seed: int,
     threads: int,
 ) -> Labelled:
-    """``per_face`` crops of ``kind`` of every face, through the network."""
-    dan = source.dan
+    """``per_face`` crops of ``kind`` of every face, through the network (as ``label``)."""
     plan = CropPlan(
         box=per_face,
         perturbed=0,
@@ -130,13 +130,13 @@ def measure(
     train: Sequence[Labelled],
     held: Labelled,
     held_harder: dict[HarderKind, Labelled],
-    source: SourceModel,
+    config: DANConfig,
     training: HeadTraining,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """One variant's head, fitted on ``train``, measured on the held-out crops."""
     outputs, errors = _joined(train)
-    head = fit_head(outputs, errors, held, source.dan.config, training, args.good, args.bad)
+    head = fit_head(outputs, errors, held, config, training, args.good, args.bad)
     confidence = predict(head, held.outputs)
     faces = held.crops.kinds == BOX
     threshold = choose_threshold(confidence[faces], args.face_rejection)
@@ -162,21 +162,22 @@ def measure(
 
 def study(args: argparse.Namespace) -> list[dict[str, Any]]:
     data = load_head_data(args)
+    dan = data.source.dan
     train_harder, held_harder = {}, {}
     for offset, kind in enumerate(HARDER_KINDS):
         seed = args.seed + 10 * (offset + 1)
         train_harder[kind] = harder_crops(
-            data.source, data.train_faces, kind, args.per_face, 0.5, seed, args.threads
+            dan, data.train_faces, kind, args.per_face, 0.5, seed, args.threads
         )
         held_harder[kind] = harder_crops(
-            data.source, data.held_faces, kind, args.held_per_face, 0.0, seed + 1, args.threads
+            dan, data.held_faces, kind, args.held_per_face, 0.0, seed + 1, args.threads
         )
     training = HeadTraining(epochs=args.epochs, seed=args.seed)
     rows = []
     for variant in VARIANTS:
         name = " + ".join(("recipe", *variant))
         parts = [data.train, *(train_harder[kind] for kind in variant)]
-        rows.append(measure(name, parts, data.held, held_harder, data.source, training, args))
+        rows.append(measure(name, parts, data.held, held_harder, dan.config, training, args))
         log.info("%s: %s", name, json.dumps(rows[-1]))
     return rows
 

@@ -24,11 +24,11 @@ def faces(any_data_root: Path) -> list[Face]:
 def test_harder_crops_are_face_boxes_and_the_degraded_ones_only_change_their_look(
     tiny_model: Path, faces: list[Face]
 ) -> None:
-    source = load_model(tiny_model)
-    moderate = harder_crops(source, faces, "moderate", 2, 0.0, seed=1, threads=1)
+    dan = load_model(tiny_model).dan
+    moderate = harder_crops(dan, faces, "moderate", 2, 0.0, seed=1, threads=1)
     assert len(moderate.crops) == 6 and (moderate.crops.kinds == BOX).all()
     assert moderate.errors.shape == (6,) and np.isfinite(moderate.errors).all()
-    degraded = harder_crops(source, faces, "degraded", 2, 0.0, seed=1, threads=1)
+    degraded = harder_crops(dan, faces, "degraded", 2, 0.0, seed=1, threads=1)
     plan = CropPlan(
         box=2,
         perturbed=0,
@@ -37,7 +37,7 @@ def test_harder_crops_are_face_boxes_and_the_degraded_ones_only_change_their_loo
         box_jitter=DETECTOR_JITTER,
         mirror_probability=0.0,
     )
-    plain = cut_crops(faces, source.dan.mean_shape.double().numpy(), 112, plan, seed=1)
+    plain = cut_crops(faces, dan.mean_shape.double().numpy(), 112, plan, seed=1)
     np.testing.assert_array_equal(degraded.crops.landmarks, plain.landmarks)  # the same boxes
     for changed, original in zip(degraded.crops.pixels, plain.pixels, strict=True):
         assert (changed != original).mean() > 0.01  # an occluding block at least
