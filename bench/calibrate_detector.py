@@ -24,6 +24,7 @@ import numpy as np
 from bench.samples import boxed_faces
 from service.detectors.calibration import BoxMapping, box_iou, calibration_json, fit_box_mapping
 from service.detectors.centerface import CALIBRATION_FILE, DEFAULT_MAX_SIDE, CenterFace
+from training.arguments import fraction, non_negative_int
 from training.dataset import SPLITS, read_gray
 from training.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -35,9 +36,9 @@ FITTED_ON = "training images: afw, lfpw/trainset, helen/trainset"
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="the 300-W folder")
-    p.add_argument("--threshold", type=float, default=0.3, help="CenterFace score threshold")
-    p.add_argument("--min-iou", type=float, default=0.3, help="least IoU of a usable pair")
-    p.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
+    p.add_argument("--threshold", type=fraction, default=0.3, help="CenterFace score threshold")
+    p.add_argument("--min-iou", type=fraction, default=0.3, help="least IoU of a usable pair")
+    p.add_argument("--limit", type=non_negative_int, default=0, help="first N images only (0: all)")
     p.add_argument("--output", type=Path, default=OUTPUT, help="the calibration file written")
     p.add_argument("--dry-run", action="store_true", help="print, do not write the file")
     return p

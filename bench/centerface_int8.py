@@ -38,6 +38,7 @@ from bench.detectors import Scene, composites, score_scenes, single_scenes
 from bench.samples import boxed_faces
 from model.arrays import GrayImage
 from service.detectors import centerface
+from training.arguments import fraction, non_negative_int, positive_int
 from training.dataset import SPLITS, read_gray
 from training.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -190,14 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="300-W root")
     p.add_argument("--out", type=Path, default=OUTPUT, help="the int8 graph to write")
-    p.add_argument("--composites", type=int, default=24, help="1080p training composites")
-    p.add_argument("--crops", type=int, default=40, help="training crops")
+    p.add_argument("--composites", type=positive_int, default=24, help="1080p training composites")
+    p.add_argument("--crops", type=positive_int, default=40, help="training crops")
     p.add_argument(
-        "--max-side", type=int, default=centerface.DEFAULT_MAX_SIDE, help="DAN_DETECTOR_MAX_SIDE"
+        "--max-side",
+        type=positive_int,
+        default=centerface.DEFAULT_MAX_SIDE,
+        help="DAN_DETECTOR_MAX_SIDE",
     )
-    p.add_argument("--limit", type=int, default=0, help="common-test crops compared (0: all)")
-    p.add_argument("--threshold", type=float, default=0.5, help="DAN_DETECTOR_THRESHOLD")
-    p.add_argument("--repeats", type=int, default=3, help="timing rounds")
+    p.add_argument(
+        "--limit", type=non_negative_int, default=0, help="common-test crops compared (0: all)"
+    )
+    p.add_argument("--threshold", type=fraction, default=0.5, help="DAN_DETECTOR_THRESHOLD")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timing rounds")
     p.add_argument("--no-compare", action="store_true", help="only write the graph")
     args = p.parse_args(argv)
     made = quantize(args.data_root, args.out, args.composites, args.crops, args.max_side)

@@ -41,6 +41,7 @@ import onnxruntime as ort
 from model.arrays import FloatArray
 from model.landmarks import OUTER_EYE_CORNERS
 from model.metadata import STAGE_OUTPUT_NAME, ModelMetadata, onnx_props, set_onnx_props
+from training.arguments import fraction, non_negative_int
 from training.augment import Face
 from training.confidence_crops import (
     BENCHMARK_PLAN,
@@ -208,10 +209,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="ONNX file with a confidence output")
     p.add_argument("--data-root", type=Path, default=Path("../shared/data/300w"), help="300-W root")
     p.add_argument("--split", default="common", help="300-W split (default: common)")
-    p.add_argument("--threshold", type=float, default=None, help="threshold (default: the model's)")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: all cores)")
-    p.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the perturbed and non-face crops")
+    p.add_argument(
+        "--threshold", type=fraction, default=None, help="threshold (default: the model's)"
+    )
+    p.add_argument(
+        "--threads", type=non_negative_int, default=0, help="onnxruntime threads (0: all cores)"
+    )
+    p.add_argument("--limit", type=non_negative_int, default=0, help="first N images only (0: all)")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the perturbed and non-face crops"
+    )
     p.add_argument("--output", type=Path, default=None, help="also write the numbers here (JSON)")
     p.add_argument(
         "--write-metadata",

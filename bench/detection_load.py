@@ -35,6 +35,13 @@ from bench.load import Connection, Payload, encode_request, send
 from bench.samples import boxed_faces
 from bench.serving import ServiceProcess
 from service.detectors.calibration import box_iou
+from training.arguments import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    positive_ints,
+)
 from training.dataset import SPLITS
 from training.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -164,18 +171,22 @@ def main(argv: list[str] | None = None) -> int:
         "--model", type=Path, default=REPO_ROOT / "model" / "dan-300w.onnx", help="ONNX model"
     )
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="the 300-W folder")
-    p.add_argument("--scenes", type=int, default=12, help="1920 x 1080 composites")
+    p.add_argument("--scenes", type=non_negative_int, default=12, help="1920 x 1080 composites")
     p.add_argument("--photos", type=Path, nargs="*", default=[], help="more full-size photos")
     p.add_argument(
         "--levels",
-        type=lambda s: [int(v) for v in s.split(",")],
+        type=positive_ints,
         default=[2, 8],
         help="comma-separated concurrency levels",
     )
-    p.add_argument("--duration", type=float, default=8.0, help="seconds per level and kind")
-    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each")
-    p.add_argument("--rounds", type=int, default=2, help="turns over levels and kinds")
-    p.add_argument("--cpu-threads", type=int, default=0, help="DAN_CPU_THREADS")
+    p.add_argument(
+        "--duration", type=positive_float, default=8.0, help="seconds per level and kind"
+    )
+    p.add_argument(
+        "--warmup", type=non_negative_float, default=1.0, help="unmeasured seconds before each"
+    )
+    p.add_argument("--rounds", type=positive_int, default=2, help="turns over levels and kinds")
+    p.add_argument("--cpu-threads", type=non_negative_int, default=0, help="DAN_CPU_THREADS")
     p.add_argument("--url", default=None, help="a running service instead of starting one")
     p.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="any other DAN_ setting"

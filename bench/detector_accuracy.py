@@ -29,6 +29,7 @@ import numpy as np
 from bench.samples import boxed_faces
 from bench.serving import service_url
 from service.detectors.calibration import box_iou
+from training.arguments import fraction, non_negative_int, positive_int
 from training.dataset import SPLITS, read_gray
 from training.evaluate import OnnxModel, predict
 from training.metrics import normalised_errors
@@ -62,16 +63,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--detector-init", choices=["box", "keypoints"], default="box", help="DAN_DETECTOR_INIT"
     )
-    p.add_argument("--threshold", type=float, default=None, help="DAN_DETECTOR_THRESHOLD")
+    p.add_argument("--threshold", type=fraction, default=None, help="DAN_DETECTOR_THRESHOLD")
     p.add_argument(
         "--detector-precision",
         choices=["auto", "float32", "int8"],
         default="auto",
         help="DAN_DETECTOR_PRECISION (int8: service/detectors/centerface.int8.onnx)",
     )
-    p.add_argument("--threads", type=int, default=1, help="DAN_CPU_THREADS and reference threads")
+    p.add_argument(
+        "--threads", type=positive_int, default=1, help="DAN_CPU_THREADS and reference threads"
+    )
     p.add_argument("--url", default=None, help="a running service instead of starting one")
-    p.add_argument("--limit", type=int, default=0, help="first N images only (0: all 554)")
+    p.add_argument(
+        "--limit", type=non_negative_int, default=0, help="first N images only (0: all 554)"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     return p
 

@@ -38,6 +38,7 @@ from model.geometry import bounding_box
 from service.detectors.calibration import box_iou
 from service.detectors.centerface import CenterFace
 from service.detectors.interface import Detection
+from training.arguments import non_negative_int, positive_int
 from training.dataset import Sample, read_gray
 from training.paths import DEFAULT_DATA_ROOT
 
@@ -149,8 +150,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--subsets", nargs="+", default=["lfpw_test", "helen_test"], help="300-W subsets"
     )
-    p.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
-    p.add_argument("--composites", type=int, default=20, help="multi-face canvases")
+    p.add_argument("--limit", type=non_negative_int, default=0, help="first N images only (0: all)")
+    p.add_argument("--composites", type=non_negative_int, default=20, help="multi-face canvases")
     p.add_argument(
         "--thresholds",
         type=float,
@@ -158,7 +159,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=[0.3, 0.5, 0.7],
         help="CenterFace score thresholds (dlib: 0 and 0.3 on its SVM margin)",
     )
-    p.add_argument("--repeats", type=int, default=10, help="timing runs per size")
+    p.add_argument("--repeats", type=positive_int, default=10, help="timing runs per size")
     p.add_argument(
         "--photos",
         type=Path,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from bench.load import EngineResult, measure_engine
+from training.arguments import non_negative_int, positive_float, positive_int
 from training.paths import DEFAULT_DATA_ROOT
 
 if TYPE_CHECKING:
@@ -93,13 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="300-W folder (boxes.csv)"
     )
-    p.add_argument("--seconds", type=float, default=6.0, help="seconds per file and round")
-    p.add_argument("--rounds", type=int, default=3, help="rounds over all files")
+    p.add_argument("--seconds", type=positive_float, default=6.0, help="seconds per file and round")
+    p.add_argument("--rounds", type=positive_int, default=3, help="rounds over all files")
     p.add_argument(
         "--provider", choices=("cpu", "cuda", "tensorrt", "auto"), default="cpu", help="provider"
     )
-    p.add_argument("--cpu-threads", type=int, default=0, help="CPU provider threads (0 = all)")
-    p.add_argument("--max-batch-size", type=int, default=None, help="default: the service's")
+    p.add_argument(
+        "--cpu-threads", type=non_negative_int, default=0, help="CPU provider threads (0 = all)"
+    )
+    p.add_argument(
+        "--max-batch-size", type=positive_int, default=None, help="default: the service's"
+    )
     p.add_argument(
         "--mirror-average",
         choices=tuple(MIRROR_MODES),
@@ -108,8 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json-out", type=Path, default=None, help="also write the rows here")
     args = p.parse_args(argv)
-    if args.rounds < 1 or args.seconds <= 0:
-        p.error(f"--rounds must be >= 1 and --seconds > 0, got {args.rounds}, {args.seconds}")
     rows = compare(
         args.models,
         args.data_root,

@@ -30,6 +30,7 @@ import numpy as np
 
 from bench.load import test_faces
 from model.crop import crop_face, to_image
+from training.arguments import non_negative_int, positive_float, positive_ints
 from training.dataset import SPLITS, read_gray
 from training.metrics import summarise
 from training.paths import DEFAULT_DATA_ROOT
@@ -178,17 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--provider", default="cuda", help="cpu, cuda, tensorrt or auto")
     p.add_argument(
         "--batch-sizes",
-        type=lambda s: tuple(int(v) for v in s.split(",")),
+        type=positive_ints,
         default=DEFAULT_SIZES,
         help="comma-separated batch sizes",
     )
-    p.add_argument("--seconds", type=float, default=2.0, help="seconds per batch size")
-    p.add_argument("--cpu-threads", type=int, default=0, help="CPU provider threads (0: all)")
+    p.add_argument("--seconds", type=positive_float, default=2.0, help="seconds per batch size")
+    p.add_argument(
+        "--cpu-threads", type=non_negative_int, default=0, help="CPU provider threads (0: all)"
+    )
     p.add_argument("--accuracy", action="store_true", help="score the common faces too")
     p.add_argument("--json", type=Path, default=None, help="write the rows here")
     args = p.parse_args(argv)
-    if not args.batch_sizes or min(args.batch_sizes) < 1 or args.seconds <= 0:
-        p.error("--batch-sizes must be positive and --seconds > 0")
     rows = run(
         args.models,
         args.data_root,

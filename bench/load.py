@@ -39,6 +39,13 @@ import numpy as np
 
 from bench.samples import boxed_faces
 from bench.serving import service_url
+from training.arguments import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    positive_ints,
+)
 from training.dataset import SPLITS, Sample
 from training.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -436,40 +443,69 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="300-W folder (boxes.csv)"
     )
-    p.add_argument("--images", type=int, default=20, help="distinct test images to cycle through")
+    p.add_argument(
+        "--images", type=positive_int, default=20, help="distinct test images to cycle through"
+    )
     p.add_argument("--url", default=None, help="use a running service (http://host:port) instead")
     p.add_argument(
         "--provider", default="cpu", help="cpu, cuda, tensorrt or auto (engine and server)"
     )
     p.add_argument(
-        "--cpu-threads", type=int, default=0, help="CPU provider threads (0 = all cores)"
+        "--cpu-threads",
+        type=non_negative_int,
+        default=0,
+        help="CPU provider threads (0 = all cores)",
     )
-    p.add_argument("--max-batch-size", type=int, default=None, help="default: the service's")
-    p.add_argument("--max-wait-ms", type=float, default=2.0, help="server's DAN_MAX_WAIT_MS")
-    p.add_argument("--decode-threads", type=int, default=2, help="server's DAN_DECODE_THREADS")
+    p.add_argument(
+        "--max-batch-size", type=positive_int, default=None, help="default: the service's"
+    )
+    p.add_argument(
+        "--max-wait-ms", type=non_negative_float, default=2.0, help="server's DAN_MAX_WAIT_MS"
+    )
+    p.add_argument(
+        "--decode-threads", type=positive_int, default=2, help="server's DAN_DECODE_THREADS"
+    )
     p.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="any other DAN_ setting"
     )
     p.add_argument(
         "--levels",
-        type=lambda s: [int(v) for v in s.split(",")],
+        type=positive_ints,
         default=[1, 2, 4, 8, 16],
         help="comma-separated concurrency levels",
     )
-    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per level")
-    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each level")
-    p.add_argument("--engine-seconds", type=float, default=10.0, help="seconds of raw-engine runs")
-    p.add_argument("--overload", type=float, default=4.0, help="offered load / best faces/s")
-    p.add_argument("--overload-duration", type=float, default=10.0, help="seconds of overload")
-    p.add_argument("--max-connections", type=int, default=1000, help="client connections at most")
+    p.add_argument(
+        "--duration", type=positive_float, default=10.0, help="measured seconds per level"
+    )
+    p.add_argument(
+        "--warmup",
+        type=non_negative_float,
+        default=1.0,
+        help="unmeasured seconds before each level",
+    )
+    p.add_argument(
+        "--engine-seconds", type=positive_float, default=10.0, help="seconds of raw-engine runs"
+    )
+    p.add_argument(
+        "--overload", type=positive_float, default=4.0, help="offered load / best faces/s"
+    )
+    p.add_argument(
+        "--overload-duration", type=positive_float, default=10.0, help="seconds of overload"
+    )
+    p.add_argument(
+        "--max-connections", type=positive_int, default=1000, help="client connections at most"
+    )
     p.add_argument(
         "--large-every",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="every K-th image scaled up to --large-side (a mix of upload sizes); 0: none",
     )
     p.add_argument(
-        "--large-side", type=int, default=4000, help="longer side of the scaled-up images (px)"
+        "--large-side",
+        type=positive_int,
+        default=4000,
+        help="longer side of the scaled-up images (px)",
     )
     p.add_argument(
         "--no-boxes",

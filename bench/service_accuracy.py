@@ -26,6 +26,7 @@ import httpx
 import numpy as np
 
 from bench.serving import service_url
+from training.arguments import non_negative_float, non_negative_int
 from training.dataset import load_split
 from training.evaluate import evaluate
 from training.metrics import summarise
@@ -41,11 +42,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="the 300-W folder")
     p.add_argument("--split", default="common", help="300-W split (default: common)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (reference and service)")
-    p.add_argument("--url", default=None, help="a running service instead of starting one")
-    p.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
     p.add_argument(
-        "--tolerance", type=float, default=0.05, help="largest difference, percentage points"
+        "--threads", type=non_negative_int, default=0, help="CPU threads (reference and service)"
+    )
+    p.add_argument("--url", default=None, help="a running service instead of starting one")
+    p.add_argument("--limit", type=non_negative_int, default=0, help="first N images only (0: all)")
+    p.add_argument(
+        "--tolerance",
+        type=non_negative_float,
+        default=0.05,
+        help="largest difference, percentage points",
     )
     p.add_argument(
         "--mirror-average",

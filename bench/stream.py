@@ -58,6 +58,14 @@ from dan_align.stream import open_stream
 from model.arrays import FloatArray
 from model.geometry import apply_affine, compose_affine
 from model.landmarks import inter_ocular_distance
+from training.arguments import (
+    jpeg_quality,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    positive_ints,
+)
 from training.dataset import SPLITS, Sample
 from training.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -286,17 +294,33 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="the 300-W folder")
     p.add_argument("--model", type=Path, default=REPO_ROOT / "model" / "dan-300w.onnx")
     p.add_argument("--url", default=None, help="a running service instead of starting one")
-    p.add_argument("--photos", type=int, default=2, help="smooth-path videos (one photo each)")
-    p.add_argument("--frames", type=int, default=100, help="frames per video")
-    p.add_argument("--face-iod", type=float, default=90.0, help="the face's size on the canvas")
-    p.add_argument("--noise", type=float, default=4.0, help="noise SD, grey levels")
-    p.add_argument("--jpeg-quality", type=int, default=80)
-    p.add_argument("--window", type=int, default=4, help="frames in flight per stream")
-    p.add_argument("--clients", default="8", help="concurrent clients of the throughput run")
     p.add_argument(
-        "--throughput-frames", type=int, default=24, help="frames per client, throughput run"
+        "--photos", type=positive_int, default=2, help="smooth-path videos (one photo each)"
     )
-    p.add_argument("--threads", type=int, default=2, help="DAN_CPU_THREADS of the service")
+    p.add_argument("--frames", type=positive_int, default=100, help="frames per video")
+    p.add_argument(
+        "--face-iod", type=positive_float, default=90.0, help="the face's size on the canvas"
+    )
+    p.add_argument("--noise", type=non_negative_float, default=4.0, help="noise SD, grey levels")
+    p.add_argument(
+        "--jpeg-quality", type=jpeg_quality, default=80, help="JPEG quality of each frame (1-100)"
+    )
+    p.add_argument("--window", type=positive_int, default=4, help="frames in flight per stream")
+    p.add_argument(
+        "--clients",
+        type=positive_ints,
+        default=(8,),
+        help="concurrent clients of the throughput run (comma-separated: one run each)",
+    )
+    p.add_argument(
+        "--throughput-frames",
+        type=positive_int,
+        default=24,
+        help="frames per client, throughput run",
+    )
+    p.add_argument(
+        "--threads", type=non_negative_int, default=2, help="DAN_CPU_THREADS of the service"
+    )
     p.add_argument("--output", type=Path, default=None, help="write the results as JSON")
     return p
 
@@ -340,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             float(accuracy(smooth)["frames_per_s"]), float(accuracy(detect)["frames_per_s"])
         )
         levels = {"1": one}
-        for clients in [int(c) for c in args.clients.split(",") if c.strip()]:
+        for clients in args.clients:
             levels[str(clients)] = throughput(
                 url, paths, clients, args.throughput_frames, args.window
             )

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.arguments import positive_int
 from training.augment import CropSampler
 from training.config import TrainConfig, parse_config
 from training.crop_pool import build_crop_pool
@@ -104,16 +105,17 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog="Other flags (and @args files) are training.train's.",
     )
-    parser.add_argument("--steps", type=int, default=10, help="training steps per timed round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of each, alternating")
     parser.add_argument(
-        "--per-face", type=int, default=1, help="crops per training face in the timed pool"
+        "--steps", type=positive_int, default=10, help="training steps per timed round"
+    )
+    parser.add_argument(
+        "--rounds", type=positive_int, default=3, help="rounds of each, alternating"
+    )
+    parser.add_argument(
+        "--per-face", type=positive_int, default=1, help="crops per training face in the timed pool"
     )
     parser.add_argument("--json-out", type=Path, help="also write the result here as JSON")
     own, rest = parser.parse_known_args(argv)
-    for name in ("steps", "rounds", "per_face"):
-        if getattr(own, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(own, name)}")
     cfg = parse_config(rest)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -70,6 +70,13 @@ from model.metadata import (
     ModelMetadata,
     onnx_props,
 )
+from training.arguments import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from training.augment import Face
 from training.checkpoint import load_weights
 from training.confidence_crops import (
@@ -402,37 +409,56 @@ def add_head_args(p: argparse.ArgumentParser) -> None:
     )
     a(
         "--val-count",
-        type=int,
+        type=positive_int,
         default=100,
         help="images held out when --validation-images is not given",
     )
     a(
         "--seed",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="seed of the held-out split (as training.train's), the crops and the head",
     )
-    a("--epochs", type=int, default=HeadTraining.epochs, help="head training epochs")
+    a("--epochs", type=positive_int, default=HeadTraining.epochs, help="head training epochs")
     a(
         "--good",
-        type=float,
+        type=non_negative_float,
         default=GOOD_ERROR,
         help="inter-ocular error up to which a crop's target is 1",
     )
     a(
         "--bad",
-        type=float,
+        type=positive_float,
         default=BAD_ERROR,
         help="inter-ocular error from which a crop's target is 0",
     )
     a(
         "--face-rejection",
-        type=float,
+        type=fraction,
         default=0.02,
         help="share of the held-out detector-box faces allowed below the default threshold",
     )
-    a("--limit", type=int, default=0, help="the first N training images only (0: all; for trials)")
-    a("--threads", type=int, default=0, help="onnxruntime and torch threads (0: all cores)")
+    a(
+        "--limit",
+        type=non_negative_int,
+        default=0,
+        help="the first N training images only (0: all; for trials)",
+    )
+    a(
+        "--threads",
+        type=non_negative_int,
+        default=0,
+        help="onnxruntime and torch threads (0: all cores)",
+    )
+
+
+def check_head_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through ``p.error`` when the flags of ``add_head_args`` disagree with each other."""
+    if args.bad <= args.good:
+        p.error(
+            "--bad must be above --good (the head's target falls from 1 to 0 between them), "
+            f"got --good {args.good} and --bad {args.bad}"
+        )
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -457,13 +483,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     a(
         "--hidden",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="hidden units of the head (0: logistic regression, the measured choice)",
     )
     a(
         "--threshold",
-        type=float,
+        type=fraction,
         default=None,
         help="default threshold to write instead of the chosen one",
     )
@@ -622,7 +648,9 @@ def _rounded(summary: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    check_head_args(parser, args)
     summary = build(args)
     log.info("held-out training images: %s", json.dumps(_rounded(summary)))
 

@@ -46,12 +46,14 @@ import numpy as np
 from model.arrays import FloatArray
 from model.config import DANConfig
 from model.dan import DAN
+from training.arguments import positive_int
 from training.augment import Appearance, Face, Perturbation, change_appearance
 from training.confidence import (
     HeadTraining,
     Labelled,
     NetworkOutputs,
     add_head_args,
+    check_head_args,
     fit_head,
     label_crops,
     load_head_data,
@@ -219,26 +221,19 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a count >= 1, got {value}")
-    return value
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     add_head_args(p)
     a = p.add_argument
     a(
         "--per-face",
-        type=_positive,
+        type=positive_int,
         default=1,
         help="crops of each harder kind per training face (added to the head's training)",
     )
     a(
         "--held-per-face",
-        type=_positive,
+        type=positive_int,
         default=3,
         help="crops of each harder kind per held-out face (measured on)",
     )
@@ -248,7 +243,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    check_head_args(parser, args)
     rows = study(args)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,7 @@ from model.arrays import FloatArray, GrayImage
 from model.crop import crop_face, to_image
 from model.landmarks import mirror_average
 from model.metadata import STAGE_OUTPUT_NAME, ModelMetadata, onnx_props, set_onnx_props
+from training.arguments import non_negative_int, positive_int
 from training.dataset import SPLITS, BoxFrom, load_split, read_gray
 from training.metrics import ced, normalised_errors, summarise
 from training.paths import DEFAULT_DATA_ROOT
@@ -270,11 +271,19 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="where summary.json, per_image.csv and ced.png go",
     )
-    p.add_argument("--batch-size", type=int, default=16, help="faces per onnxruntime call")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="faces per onnxruntime call")
     p.add_argument(
-        "--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)"
+        "--threads",
+        type=non_negative_int,
+        default=0,
+        help="onnxruntime intra-op threads (0: all cores)",
     )
-    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images (0: all)")
+    p.add_argument(
+        "--limit",
+        type=non_negative_int,
+        default=0,
+        help="evaluate only the first N images (0: all)",
+    )
     p.add_argument(
         "--mirror-average",
         action="store_true",

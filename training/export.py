@@ -48,6 +48,7 @@ from training.checkpoint import load_checkpoint
 log = logging.getLogger(__name__)
 
 OPSET = 17
+MIN_OPSET = 16  # GridSample, which the transform of each later stage needs, came in opset 16
 OUTPUT_NAMES = (OUTPUT_NAME, STAGE_OUTPUT_NAME)
 FP16_MIN_ELEMENTS = 4096  # smaller tensors (norm statistics, biases, mean shape) stay fp32
 TRANSPOSED_SUFFIX = ".T"  # initializer holds the transpose of the named state-dict tensor
@@ -298,13 +299,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--accuracy", type=Path, default=None, help="evaluation summary JSON to embed")
     p.add_argument("--fp32", action="store_true", help="store weights as fp32 (default: fp16)")
-    p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset (>= 16 for GridSample)")
+    p.add_argument(
+        "--opset", type=int, default=OPSET, help=f"ONNX opset (>= {MIN_OPSET}, for GridSample)"
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.opset < MIN_OPSET:
+        parser.error(f"--opset must be >= {MIN_OPSET} (GridSample), got {args.opset}")
     data = load_checkpoint(args.checkpoint)
     model = DAN(DANConfig.from_dict(data["model_config"]))
     model.load_state_dict(data["model"])

@@ -32,6 +32,7 @@ import numpy as np
 from model.arrays import FloatArray
 from model.landmarks import MIRROR_PERMUTATION, NOSE_BASE, OUTER_EYE_CORNERS, mirror_landmarks
 from model.pose import fit_camera
+from training.arguments import non_negative_int
 from training.dataset import load_split
 
 log = logging.getLogger("training.face_model")
@@ -193,7 +194,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=Path, default=Path("model/mean_face_3d.json"), help="JSON file to write"
     )
-    p.add_argument("--rounds", type=int, default=REFINEMENTS, help="camera / shape refinements")
+    p.add_argument(
+        "--rounds", type=non_negative_int, default=REFINEMENTS, help="camera / shape refinements"
+    )
     return p
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from model.arrays import FloatArray, GrayImage
 from model.geometry import bounding_box
+from training.arguments import jpeg_quality
 from training.dataset import SPLITS, Sample, load_split, read_gray
 
 log = logging.getLogger("training.pack")
@@ -133,14 +134,12 @@ def main(argv: list[str] | None = None) -> None:
         default=2.5,
         help="side of the square as a multiple of the landmarks' larger extent",
     )
-    p.add_argument("--quality", type=int, default=92, help="JPEG quality (1-100)")
+    p.add_argument("--quality", type=jpeg_quality, default=92, help="JPEG quality (1-100)")
     args = p.parse_args(argv)
     if not 16 <= args.size <= 4096:
         p.error(f"--size must be in [16, 4096], got {args.size}")
     if not 1.0 <= args.margin <= 10.0:
         p.error(f"--margin must be in [1, 10], got {args.margin}")
-    if not 1 <= args.quality <= 100:
-        p.error(f"--quality must be in [1, 100], got {args.quality}")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from model.dan import DAN
+from training.arguments import positive_int
 
 
 def stage_batch_norms(model: DAN, stage: int) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -94,7 +95,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="checkpoint (.pt) to write")
     p.add_argument(
         "--batches",
-        type=int,
+        type=positive_int,
         default=300,
         help="training batches (of --batch-size crops) averaged per stage (>= 1)",
     )
@@ -108,8 +109,6 @@ def main(argv: list[str] | None = None) -> None:
     from training.config import parse_config
 
     args, rest = get_args_parser().parse_known_args(argv)
-    if args.batches < 1:
-        raise SystemExit(f"--batches must be >= 1, got {args.batches}")
     cfg = parse_config(rest)
     logging.basicConfig(
         level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -48,6 +48,7 @@ import onnxruntime as ort
 
 from model.crop import crop_face
 from model.metadata import ModelMetadata, onnx_props, set_onnx_props
+from training.arguments import non_negative_float, non_negative_int, positive_int
 from training.dataset import SPLITS, Sample, load_split, read_gray
 from training.paths import DEFAULT_DATA_ROOT
 
@@ -97,6 +98,8 @@ class QuantizeOptions:
             raise ValueError(f"calibration_images must be >= 1, got {self.calibration_images}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if not 0.0 < self.percentile <= 100.0:
+            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
         if self.activation_type not in ("uint8", "int8"):
             raise ValueError(f"activation_type must be uint8 or int8, got {self.activation_type}")
         unknown = sorted(set(self.keep_fp32) - set(LAYER_GROUPS))
@@ -444,8 +447,12 @@ def derived_file_parser(
         + keep_fp32_note,
     )
     p.add_argument("--no-measure", action="store_true", help="skip the drift measurement")
-    p.add_argument("--threads", type=int, default=0, help="evaluation threads (0: all cores)")
-    p.add_argument("--limit", type=int, default=0, help="drift on the first N images (0: all)")
+    p.add_argument(
+        "--threads", type=non_negative_int, default=0, help="evaluation threads (0: all cores)"
+    )
+    p.add_argument(
+        "--limit", type=non_negative_int, default=0, help="drift on the first N images (0: all)"
+    )
     return p
 
 
@@ -457,7 +464,10 @@ def layer_groups(text: str) -> tuple[str, ...]:
 def get_args_parser() -> argparse.ArgumentParser:
     p = derived_file_parser(__doc__, "int8", ",".join(DEFAULT_KEEP_FP32), "; '' for none")
     p.add_argument(
-        "--calibration-images", type=int, default=200, help="training faces to calibrate on"
+        "--calibration-images",
+        type=positive_int,
+        default=200,
+        help="training faces to calibrate on",
     )
     p.add_argument("--method", choices=METHODS, default="minmax", help="activation ranges")
     p.add_argument("--percentile", type=float, default=99.999, help="with --method percentile")
@@ -475,7 +485,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-drift",
-        type=float,
+        type=non_negative_float,
         default=None,
         help="fail (exit 1) when the inter-ocular drift exceeds this many points",
     )

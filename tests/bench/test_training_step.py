@@ -37,4 +37,4 @@ def test_a_one_stage_model_is_refused(mini_300w: Path) -> None:
 def test_counts_below_one_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--rounds", "0"])
-    assert "--rounds must be >= 1, got 0" in capsys.readouterr().err
+    assert "argument --rounds: expected a whole number >= 1, got '0'" in capsys.readouterr().err

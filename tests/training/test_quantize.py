@@ -89,6 +89,8 @@ def test_groups_and_options_are_checked() -> None:
         quantize.QuantizeOptions(keep_fp32=("nonsense",))
     with pytest.raises(ValueError, match="method"):
         quantize.QuantizeOptions(method="median")
+    with pytest.raises(ValueError, match=r"percentile must be in \(0, 100\], got 100.5"):
+        quantize.QuantizeOptions(method="percentile", percentile=100.5)
     assert quantize.in_groups("MatMulBnFusion_Gemm_token_1", ("fc1",))
     assert quantize.in_groups("/dan/stages.1/features/features.0/Conv", ("first_conv",))
     assert not quantize.in_groups("/dan/stages.1/features/features.3/Conv", ("first_conv",))
