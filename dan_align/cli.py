@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -230,22 +231,43 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=DEFAULT_TIMEOUT_S,
         help="seconds to wait for each answer (default %(default)s)",
     )
     parser.add_argument(
         "--retries",
-        type=int,
+        type=_non_negative,
         default=DEFAULT_RETRIES,
         help="retries of a 503 answer, each after its Retry-After (default %(default)s)",
     )
 
 
+def _whole_at_least(low: int, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return _whole_at_least(1, text)
+
+
+def _non_negative(text: str) -> int:
+    return _whole_at_least(0, text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
     return value
 
 

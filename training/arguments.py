@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 
-def _whole(text: str, low: int) -> int:
+def _whole(text: str, low: int, high: float = math.inf) -> int:
     try:
         value = int(text)
     except ValueError:
         value = None
-    if value is None or value < low:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}")
+    if value is None or not low <= value <= high:
+        span = f">= {low}" if high == math.inf else f"in [{low}, {high:g}]"
+        raise argparse.ArgumentTypeError(f"expected a whole number {span}, got {text!r}")
     return value
 
 
@@ -70,12 +72,28 @@ def non_negative_float(text: str) -> float:
     return _real(text, 0.0, math.inf, low_open=False, high_open=True)
 
 
-def jpeg_quality(text: str) -> int:
-    """A JPEG quality, 1 to 100."""
-    value = _whole(text, 1)
-    if value > 100:
-        raise argparse.ArgumentTypeError(f"expected a JPEG quality in [1, 100], got {text!r}")
-    return value
+def whole_in(low: int, high: int) -> Callable[[str], int]:
+    """A whole number in [low, high] (sizes, qualities with both bounds)."""
+
+    def whole(text: str) -> int:
+        return _whole(text, low, high)
+
+    whole.__name__ = f"whole_in_{low}_{high}"
+    return whole
+
+
+def real_in(low: float, high: float) -> Callable[[str], float]:
+    """A number in [low, high] (ratios with both bounds)."""
+
+    def real(text: str) -> float:
+        return _real(text, low, high, low_open=False, high_open=False)
+
+    real.__name__ = f"real_in_{low:g}_{high:g}"
+    return real
+
+
+jpeg_quality = whole_in(1, 100)
+"""A JPEG quality, 1 to 100."""
 
 
 def fraction(text: str) -> float:

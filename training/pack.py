@@ -25,7 +25,7 @@ import numpy as np
 
 from model.arrays import FloatArray, GrayImage
 from model.geometry import bounding_box
-from training.arguments import jpeg_quality
+from training.arguments import jpeg_quality, real_in, whole_in
 from training.dataset import SPLITS, Sample, load_split, read_gray
 
 log = logging.getLogger("training.pack")
@@ -127,19 +127,20 @@ def main(argv: list[str] | None = None) -> None:
         default=["training", "common"],
         help="splits to pack",
     )
-    p.add_argument("--size", type=int, default=208, help="side of each packed square in pixels")
+    p.add_argument(
+        "--size",
+        type=whole_in(16, 4096),
+        default=208,
+        help="side of each packed square in pixels (16-4096)",
+    )
     p.add_argument(
         "--margin",
-        type=float,
+        type=real_in(1.0, 10.0),
         default=2.5,
-        help="side of the square as a multiple of the landmarks' larger extent",
+        help="side of the square as a multiple of the landmarks' larger extent (1-10)",
     )
     p.add_argument("--quality", type=jpeg_quality, default=92, help="JPEG quality (1-100)")
     args = p.parse_args(argv)
-    if not 16 <= args.size <= 4096:
-        p.error(f"--size must be in [16, 4096], got {args.size}")
-    if not 1.0 <= args.margin <= 10.0:
-        p.error(f"--margin must be in [1, 10], got {args.margin}")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -121,6 +121,26 @@ def test_bad_boxes_exit_2(photos: list[Path], boxes: str, words: str) -> None:
     assert done.returncode == cli.EXIT_USAGE and words in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--timeout", "0", "argument --timeout: expected a number of seconds > 0, got '0'"),
+        ("--timeout", "soon", "argument --timeout: expected a number of seconds > 0, got 'soon'"),
+        ("--retries", "-1", "argument --retries: expected a whole number >= 0, got '-1'"),
+        (
+            "--concurrency",
+            "many",
+            "argument --concurrency: expected a whole number >= 1, got 'many'",
+        ),
+    ],
+)
+def test_flags_out_of_range_exit_2_with_what_was_expected(
+    photos: list[Path], flag: str, value: str, words: str
+) -> None:
+    done = run("align", str(photos[0]), flag, value)
+    assert done.returncode == cli.EXIT_USAGE and words in done.stderr, done.stderr
+
+
 def test_a_refused_photo_exits_3_with_the_services_words(
     align_service: Service, photos: list[Path], tmp_path: Path
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from training import confidence, confidence_study, export
+from training import confidence, confidence_study, export, pack
 from training.arguments import (
     fraction,
     jpeg_quality,
@@ -17,6 +17,8 @@ from training.arguments import (
     positive_float,
     positive_int,
     positive_ints,
+    real_in,
+    whole_in,
 )
 
 
@@ -32,6 +34,8 @@ from training.arguments import (
         (fraction, "1", 1.0),
         (fraction, "0.73", 0.73),
         (jpeg_quality, "100", 100),
+        (whole_in(16, 4096), "16", 16),
+        (real_in(1, 10), "2.5", 2.5),
         (positive_ints, "1,2, 4,", (1, 2, 4)),
         (positive_ints, "8", (8,)),
     ],
@@ -53,8 +57,11 @@ def test_values_in_range_are_taken(kind: Callable[[str], Any], text: str, value:
         (non_negative_float, "-0.5", "expected a number in [0, inf), got '-0.5'"),
         (fraction, "1.01", "expected a number in [0, 1], got '1.01'"),
         (fraction, "-0.01", "expected a number in [0, 1], got '-0.01'"),
-        (jpeg_quality, "101", "expected a JPEG quality in [1, 100], got '101'"),
-        (jpeg_quality, "0", "expected a whole number >= 1, got '0'"),
+        (jpeg_quality, "101", "expected a whole number in [1, 100], got '101'"),
+        (jpeg_quality, "0", "expected a whole number in [1, 100], got '0'"),
+        (whole_in(16, 4096), "8", "expected a whole number in [16, 4096], got '8'"),
+        (real_in(1, 10), "0.5", "expected a number in [1, 10], got '0.5'"),
+        (real_in(1, 10), "wide", "expected a number in [1, 10], got 'wide'"),
         (positive_ints, "1,0", "expected comma-separated whole numbers >= 1, got '1,0'"),
         (positive_ints, "", "expected comma-separated whole numbers >= 1, got ''"),
         (positive_ints, "2,x", "expected comma-separated whole numbers >= 1, got '2,x'"),
@@ -91,3 +98,14 @@ def test_export_refuses_an_opset_without_grid_sample(capsys: pytest.CaptureFixtu
         export.main(["missing.pt", "out.onnx", "--opset", "15"])
     assert stopped.value.code == 2
     assert f"--opset must be >= {export.MIN_OPSET} (GridSample), got 15" in capsys.readouterr().err
+
+
+def test_pack_refuses_a_size_or_margin_out_of_its_range(capsys: pytest.CaptureFixture[str]) -> None:
+    for flag, value, expected in [
+        ("--size", "8", "expected a whole number in [16, 4096], got '8'"),
+        ("--margin", "12", "expected a number in [1, 10], got '12'"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            pack.main(["--data-root", "missing", "--out", "o", flag, value])
+        assert stopped.value.code == 2  # refused before the (missing) data is read
+        assert f"argument {flag}: {expected}" in capsys.readouterr().err
